@@ -1,0 +1,116 @@
+"""The seam between aiforge's own OpenAI replica server and a token-level engine.
+
+aiforge's replica server (:mod:`aiforge.engines.server`) owns everything OpenAI-shaped:
+chat templates, tool-call and reasoning parsing, stop strings, ``n``, detokenisation,
+logprob formatting, grammars for structured output. A :class:`TokenEngine` owns only the
+model: it turns prompt token ids into a stream of sampled token ids, batching requests
+continuously. The transformers engine and the llama.cpp engine implement it.
+
+These are the only structs that cross from the server into an engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import torch
+
+FinishReason = Literal["stop", "length", "abort"]
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingParams:
+    """How to pick each next token. Validated by the server before it gets here."""
+
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    """0 disables top-k."""
+    seed: int | None = None
+    """A per-request generator seeded with this makes sampling reproducible, batched or not."""
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    logprobs: int | None = None
+    """None: no logprobs. k >= 0: the sampled token's logprob plus the top k alternatives."""
+    stop_token_ids: frozenset[int] = frozenset()
+    """Generation ends (finish_reason "stop") after emitting one of these."""
+    ignore_eos: bool = False
+
+
+@runtime_checkable
+class TokenConstraint(Protocol):
+    """Constrained-decoding state for one sequence (wraps a grammar matcher).
+
+    The engine calls :meth:`mask_logits` on the sequence's logits row before sampling,
+    then :meth:`accept` with the sampled token. When :meth:`is_finished` turns true the
+    engine ends the sequence with finish_reason ``"stop"``.
+    """
+
+    def mask_logits(self, logits: torch.Tensor) -> None:
+        """Set the logits of tokens the grammar forbids now to ``-inf``, in place (1-D row)."""
+
+    def accept(self, token_id: int) -> None: ...
+
+    def is_finished(self) -> bool: ...
+
+
+@dataclass(slots=True)
+class GenerationRequest:
+    request_id: str
+    prompt_token_ids: list[int]
+    params: SamplingParams
+    constraint: TokenConstraint | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenEvent:
+    """One sampled token. The last event of a request carries its finish reason."""
+
+    token_id: int
+    logprob: float | None = None
+    top_logprobs: tuple[tuple[int, float], ...] = ()
+    finish_reason: FinishReason | None = None
+    cached_prompt_tokens: int = 0
+    """Set on the first event: how many prompt tokens were served from a prefix cache."""
+
+
+@dataclass(frozen=True, slots=True)
+class EngineModelInfo:
+    max_model_len: int
+    vocab_size: int
+    """Size of the model's logits row (may exceed the tokenizer's vocabulary)."""
+    eos_token_ids: frozenset[int]
+    is_embedding: bool = False
+    embedding_dim: int | None = None
+
+
+@runtime_checkable
+class TokenEngine(Protocol):
+    """A running model that generates tokens for many requests at once."""
+
+    @property
+    def info(self) -> EngineModelInfo: ...
+
+    async def start(self) -> None:
+        """Start the engine's background loop. Called once, before any request."""
+
+    async def shutdown(self) -> None:
+        """Abort running requests and stop the loop."""
+
+    def generate(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
+        """Stream the request's tokens as they are sampled.
+
+        Closing the iterator early (client disconnect, stop string hit) aborts the request
+        and frees its batch slot at the next token boundary.
+        """
+
+    async def embed(self, inputs: Sequence[Sequence[int]]) -> list[list[float]]:
+        """Pooled, normalised embeddings for each token-id sequence (embedding models)."""
+
+    def load(self) -> dict[str, int]:
+        """Current load, for routing and ``/metrics``: ``{"running": n, "waiting": m}``."""

@@ -1,0 +1,1 @@
+"""Builders and fakes for testing aiforge and applications built on it."""

@@ -1,0 +1,98 @@
+"""How much accelerator (or CPU) memory a model needs: a pure estimate, no I/O.
+
+    total = weights + KV cache + overhead
+    weights  = parameters × bytes per weight (of the weight dtype)
+    KV cache = 2 (K and V) × layers × KV heads × head dim × bytes per KV element
+               × tokens × sequences
+    overhead = a fixed runtime reserve + a share of the weights (activations, buffers,
+               allocator slack)
+
+Quantized formats store scales beside the weights, so their bytes per weight are a little
+over the nominal bit width (int4 with one fp16 scale and zero per group of 128 weights is
+4.25 bits). The KV cache keeps the activation dtype (bf16) unless ``kv_dtype`` says
+otherwise, as vLLM does by default even for fp8 or int4 weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+from aiforge.models.catalog import Architecture, parameter_count
+
+WeightDtype = Literal["bf16", "fp16", "fp8", "int8", "int4"]
+KvDtype = Literal["bf16", "fp16", "fp8"]
+
+WEIGHT_DTYPES: tuple[WeightDtype, ...] = get_args(WeightDtype)
+
+BYTES_PER_WEIGHT: dict[str, float] = {
+    "bf16": 2.0,
+    "fp16": 2.0,
+    "fp8": 1.0,
+    "int8": 1.0 + 4 / 128,  # one fp32 scale per group of 128
+    "int4": 4.25 / 8,  # 4 bits + fp16 scale and zero per group of 128
+}
+BYTES_PER_KV: dict[str, int] = {"bf16": 2, "fp16": 2, "fp8": 1}
+
+RUNTIME_RESERVE_BYTES = 512 * 1024**2
+"""Fixed reserve for the runtime itself (CUDA context or interpreter, kernels, buffers)."""
+WEIGHT_OVERHEAD_FRACTION = 0.10
+"""Activations and allocator slack, as a share of the weights."""
+
+GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes a model needs for one serving configuration."""
+
+    weights: int
+    kv_cache: int
+    overhead: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.kv_cache + self.overhead
+
+    @property
+    def total_gib(self) -> float:
+        return self.total / GIB
+
+
+def kv_cache_bytes_per_token(arch: Architecture, kv_dtype: KvDtype = "bf16") -> int:
+    """Bytes of K and V one token occupies across all layers."""
+    return 2 * arch.layers * arch.kv_heads * arch.head_dim * BYTES_PER_KV[kv_dtype]
+
+
+def weight_bytes(arch: Architecture, dtype: WeightDtype) -> int:
+    """Bytes of the weights stored in ``dtype`` (every expert of an MoE model is resident)."""
+    return round(parameter_count(arch).total * BYTES_PER_WEIGHT[dtype])
+
+
+def estimate_memory(
+    arch: Architecture,
+    *,
+    dtype: WeightDtype = "bf16",
+    context: int,
+    sequences: int = 1,
+    kv_dtype: KvDtype = "bf16",
+) -> MemoryEstimate:
+    """Memory to serve ``sequences`` concurrent requests of ``context`` tokens each.
+
+    Raises ``ValueError`` for a non-positive context or sequence count or an unknown dtype.
+    """
+    if context <= 0 or sequences <= 0:
+        raise ValueError("context and sequences must be positive")
+    if dtype not in BYTES_PER_WEIGHT or kv_dtype not in BYTES_PER_KV:
+        raise ValueError(f"unknown dtype {dtype!r} / kv dtype {kv_dtype!r}")
+    weights = weight_bytes(arch, dtype)
+    kv = kv_cache_bytes_per_token(arch, kv_dtype) * context * sequences
+    overhead = RUNTIME_RESERVE_BYTES + round(WEIGHT_OVERHEAD_FRACTION * weights)
+    return MemoryEstimate(weights=weights, kv_cache=kv, overhead=overhead)
+
+
+def format_bytes(n: int) -> str:
+    """``1.5 GiB``-style rendering for tables and messages."""
+    if n >= GIB:
+        return f"{n / GIB:.1f} GiB"
+    return f"{n / 1024**2:.0f} MiB"

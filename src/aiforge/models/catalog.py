@@ -168,7 +168,7 @@ def _pooling(name: str, repo: str, arch: Architecture, task: Task, desc: str) ->
 
 
 CATALOG: tuple[CatalogEntry, ...] = (
-    _chat("qwen3-0.6b", "Qwen/Qwen3-0.6B", _Q3_0_6B, _K32, _K32, "Smallest Qwen3; fits a laptop CPU."),
+    _chat("qwen3-0.6b", "Qwen/Qwen3-0.6B", _Q3_0_6B, _K32, _K32, "Smallest Qwen3 chat model."),
     _chat("qwen3-1.7b", "Qwen/Qwen3-1.7B", _Q3_1_7B, _K32, _K32, "Small Qwen3 chat model."),
     _chat("qwen3-4b", "Qwen/Qwen3-4B", _Q3_4B, _K32, _K128, "Qwen3 4B chat model."),
     _chat("qwen3-8b", "Qwen/Qwen3-8B", _Q3_8B, _K32, _K128, "Qwen3 8B chat model."),

@@ -1,0 +1,1 @@
+"""The ``/admin/v1`` API: routers, dependencies and the OpenAI error envelope."""

@@ -1,0 +1,1 @@
+"""Pure platform rules: roles, key format and hashing, authorization. No I/O."""

@@ -54,3 +54,36 @@ def check_grant(principal: Principal, role: Role) -> None:
         raise Forbidden(
             f"a key with role {principal.role!r} cannot grant role {role!r}", param="role"
         )
+
+
+def check_key_target(principal: Principal, *, target_role: Role, target_is_admin: bool) -> None:
+    """May ``principal`` change (update, revoke, limit) an existing key of its project?
+
+    Never a platform admin key unless the caller is one, and never a key whose role
+    outranks the caller's.
+    """
+    if principal.is_platform_admin:
+        return
+    if target_is_admin:
+        raise Forbidden("only a platform admin key can change a platform admin key")
+    check_grant(principal, target_role)
+
+
+def narrow_allowlist(
+    granter: frozenset[str] | None, requested: list[str] | None
+) -> list[str] | None:
+    """The model allowlist a new or updated key may get from ``granter``.
+
+    A caller limited to some models cannot hand out a key for others: no list means the
+    caller's own list, and a list must be a subset of it.
+    """
+    if granter is None:
+        return None if requested is None else sorted(set(requested))
+    if requested is None:
+        return sorted(granter)
+    extra = set(requested) - granter
+    if extra:
+        raise Forbidden(
+            f"this key cannot grant access to {', '.join(sorted(extra))}", param="allowed_models"
+        )
+    return sorted(set(requested))

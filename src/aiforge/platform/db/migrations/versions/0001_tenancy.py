@@ -99,6 +99,8 @@ def upgrade() -> None:
         sa.Column("value", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_platform_counters")),
     )
+    # Seeded so bumping it is a plain UPDATE that concurrent gateways cannot race.
+    op.execute("INSERT INTO platform_counters (name, value) VALUES ('access_version', 0)")
 
 
 def _create_memberships() -> None:

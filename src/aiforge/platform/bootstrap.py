@@ -1,0 +1,156 @@
+"""Wire the platform into a running service: ``build_platform(settings) -> PlatformRuntime``.
+
+``aiforge serve`` (and tests) call :func:`build_platform`, hand ``runtime.authenticator``,
+``runtime.admission`` and ``runtime.usage_sink`` to the gateway, mount ``runtime.routers``,
+and await :meth:`PlatformRuntime.start` before serving. ``start`` migrates the database,
+creates the default organization/project and — on the very first start — an admin key,
+stored in ``<data_dir>/admin-key`` (mode 0600) and returned once as
+``runtime.new_admin_key`` for the CLI to print. ``AIFORGE_ADMIN_KEY`` sets the admin key
+instead, for automation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import APIRouter
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from aiforge.config import Settings
+from aiforge.gateway.access import Admission, UsageSink
+from aiforge.platform.api.keys import build_keys_router
+from aiforge.platform.api.tenancy import build_tenancy_router
+from aiforge.platform.db.engine import make_engine, make_sessionmaker
+from aiforge.platform.db.migrate import upgrade_to_head
+from aiforge.platform.domain.keys import DEFAULT_PEPPER
+from aiforge.platform.limits.admission import LimitAdmission
+from aiforge.platform.limits.factory import build_store
+from aiforge.platform.services.authenticator import PlatformAuthenticator
+from aiforge.platform.services.keys import KeyService
+from aiforge.platform.services.setup import (
+    DefaultTenancy,
+    ensure_admin_key,
+    ensure_default_tenancy,
+)
+from aiforge.platform.services.tenancy import TenancyService
+from aiforge.platform.services.unit_of_work import UnitOfWork
+
+logger = logging.getLogger(__name__)
+
+ADMIN_KEY_FILE = "admin-key"
+
+
+@dataclass
+class PlatformRuntime:
+    """The platform's parts for one gateway process."""
+
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    authenticator: PlatformAuthenticator
+    admission: Admission
+    usage_sink: UsageSink
+    tenancy: TenancyService
+    keys: KeyService
+    routers: list[APIRouter] = field(default_factory=list)
+    default: DefaultTenancy | None = None
+    new_admin_key: str | None = None
+    """Set by :meth:`start` when it generated the admin key: print it once, then forget it."""
+
+    @property
+    def admin_key_file(self) -> Path:
+        return self.settings.data_dir / ADMIN_KEY_FILE
+
+    async def start(self) -> None:
+        """Migrate, provision defaults and the admin key, load the key cache."""
+        url = self.settings.resolved_database_url()
+        await asyncio.to_thread(upgrade_to_head, url, engine=self.engine)
+        self.default = await asyncio.to_thread(ensure_default_tenancy, self.sessions)
+        token = await asyncio.to_thread(
+            ensure_admin_key,
+            self.sessions,
+            project_id=self.default.project_id,
+            configured=self.settings.admin_key,
+            pepper=_pepper(self.settings),
+        )
+        if token is not None:
+            write_secret_file(self.admin_key_file, token)
+            self.new_admin_key = token
+            logger.info("created the admin API key; stored in %s", self.admin_key_file)
+        await self.authenticator.start()
+        await _start_part(self.usage_sink)
+
+    async def stop(self) -> None:
+        await self.authenticator.stop()
+        await _stop_part(self.usage_sink)
+        await _stop_part(self.admission)
+        self.engine.dispose()
+
+
+def build_platform(settings: Settings) -> PlatformRuntime:
+    """Build (but do not start) the platform for ``settings``; no I/O until ``start``."""
+    engine = make_engine(settings.resolved_database_url())
+    sessions = make_sessionmaker(engine)
+    pepper = _pepper(settings)
+    authenticator = PlatformAuthenticator(sessions, pepper=pepper)
+    uow = UnitOfWork(sessions, on_access_change=authenticator.reload)
+    tenancy = TenancyService(uow)
+    keys = KeyService(uow, pepper=pepper)
+    admission = LimitAdmission(build_store(settings), authenticator.limits_for)
+    usage_sink = _usage_sink(settings, sessions)
+    routers = [build_tenancy_router(tenancy), build_keys_router(keys)]
+    return PlatformRuntime(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        authenticator=authenticator,
+        admission=admission,
+        usage_sink=usage_sink,
+        tenancy=tenancy,
+        keys=keys,
+        routers=routers,
+    )
+
+
+def _usage_sink(settings: Settings, sessions: sessionmaker[Session]) -> UsageSink:
+    # PLACEHOLDER until aiforge.platform.metering.ledger.UsageLedger lands: discards usage.
+    from aiforge.gateway.access import DiscardUsage
+
+    return DiscardUsage()
+
+
+def _pepper(settings: Settings) -> bytes:
+    """The server pepper for key hashes (``Settings.key_pepper`` when the setting exists)."""
+    configured = getattr(settings, "key_pepper", None)
+    return configured.encode() if isinstance(configured, str) and configured else DEFAULT_PEPPER
+
+
+def write_secret_file(path: Path, secret: str) -> None:
+    """Write ``secret`` readable by the owner only (created 0600, never world-readable)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(secret + "\n")
+    os.chmod(path, 0o600)  # the file may have existed with a wider mode
+
+
+async def _start_part(part: object) -> None:
+    start = getattr(part, "start", None)
+    if start is not None:
+        await start()
+
+
+async def _stop_part(part: object) -> None:
+    for name in ("stop", "aclose"):
+        method = getattr(part, name, None)
+        if method is not None:
+            try:
+                await method()
+            except Exception:  # stopping must go on for the other parts
+                logger.warning("stopping %s failed", type(part).__name__, exc_info=True)
+            return

@@ -1,0 +1,1 @@
+"""Platform operations: repositories (queries), the admin service, the key cache."""

@@ -1,0 +1,1 @@
+"""Runtimes start and stop replica processes: locally (subprocesses) or, later, on Ray."""

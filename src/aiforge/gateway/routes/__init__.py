@@ -1,0 +1,1 @@
+"""The gateway's HTTP routes: thin functions that call handlers kept on ``app.state``."""

@@ -1,0 +1,3 @@
+from gateway_fakes import gateway
+
+__all__ = ["gateway"]

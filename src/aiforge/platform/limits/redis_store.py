@@ -46,8 +46,13 @@ class RedisStore:
         self._seed = client.register_script(_script_text("seed.lua"))
 
     @classmethod
-    def from_url(cls, url: str) -> RedisStore:
-        return cls(aioredis.Redis.from_url(url))
+    def from_url(cls, url: str, *, max_connections: int = 32) -> RedisStore:
+        """A store with a bounded pool: a burst of requests queues for a connection (each
+        script call takes microseconds) instead of opening one socket per request."""
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=10
+        )
+        return cls(aioredis.Redis.from_pool(pool))
 
     async def reserve(self, plan: ReservationPlan) -> Refusal | None:
         keys = [

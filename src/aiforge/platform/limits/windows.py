@@ -37,9 +37,13 @@ def oldest_live_bucket(now_index: int, n: int = BUCKETS_PER_WINDOW) -> int:
 
 
 def window_usage(buckets: Mapping[int, int], now_index: int, n: int = BUCKETS_PER_WINDOW) -> int:
-    """What the window holds at ``now_index``: the sum of the live buckets."""
+    """What the window holds at ``now_index``: the sum of the live buckets.
+
+    Buckets *newer* than ``now_index`` count too: another gateway (or a request of this one
+    that read the clock later but reached the store first) may already have charged them.
+    """
     oldest = oldest_live_bucket(now_index, n)
-    return sum(count for index, count in buckets.items() if oldest <= index <= now_index)
+    return sum(count for index, count in buckets.items() if index >= oldest)
 
 
 def fits(used: int, cost: int, limit: int) -> bool:
@@ -72,7 +76,7 @@ def window_retry_after(
         return n * bucket_s
     now_index = bucket_index(now, bucket_s)
     oldest = oldest_live_bucket(now_index, n)
-    live = sorted((i, c) for i, c in buckets.items() if oldest <= i <= now_index)
+    live = sorted((i, c) for i, c in buckets.items() if i >= oldest)
     excess = sum(c for _, c in live) + max(cost, 1) - limit
     if excess <= 0:
         return 0.0

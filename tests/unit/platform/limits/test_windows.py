@@ -64,3 +64,9 @@ def test_periods_are_utc_calendar_days_and_months() -> None:
     assert budget_retry_after(day, now) == pytest.approx(30.0)
     assert period_start(month) == datetime(2024, 2, 1, tzinfo=UTC).timestamp()
     assert period_start(day) == datetime(2024, 2, 29, tzinfo=UTC).timestamp()
+
+
+def test_newer_buckets_count_for_a_request_that_read_the_clock_earlier() -> None:
+    # Another gateway already charged the next second; this request's plan is older.
+    now = bucket_index(2_000.9)
+    assert window_usage({now + 1: 5, now: 1}, now) == 6

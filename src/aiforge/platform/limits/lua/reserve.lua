@@ -27,7 +27,8 @@ for i = 1, nw do
     local index = tonumber(flat[j])
     if index < oldest then
       redis.call('HDEL', key, flat[j])
-    elseif index <= now_index then
+    else
+      -- Newer buckets count too: another gateway may have read its clock later.
       used = used + tonumber(flat[j + 1])
       live[#live + 1] = flat[j]
       live[#live + 1] = flat[j + 1]

@@ -1,0 +1,105 @@
+"""The replica's FastAPI app: thin routes over the handlers kept on ``app.state``."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from aiforge.engines.server.chat import ChatService
+from aiforge.engines.server.completions import CompletionService
+from aiforge.engines.server.context import ReplicaContext
+from aiforge.engines.server.embeddings import EmbeddingService
+from aiforge.engines.server.errors import BodySizeLimit, install_error_handlers
+from aiforge.protocol.openai.chat import ChatCompletionRequest
+from aiforge.protocol.openai.completions import CompletionRequest
+from aiforge.protocol.openai.embeddings import EmbeddingRequest
+from aiforge.protocol.openai.errors import engine_error
+from aiforge.protocol.openai.models import ModelCard, ModelList
+
+router = APIRouter()
+
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def _context(request: Request) -> ReplicaContext:
+    ctx: ReplicaContext = request.app.state.ctx
+    if not request.app.state.ready:
+        raise engine_error("The engine is not running.", unavailable=True)
+    return ctx
+
+
+def _respond(result: object) -> Response:
+    if isinstance(result, AsyncIterator):
+        return StreamingResponse(result, media_type="text/event-stream", headers=_SSE_HEADERS)
+    return Response(result.to_json(), media_type="application/json")  # type: ignore[attr-defined]
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+    _context(request)
+    return _respond(await request.app.state.chat.create(body))
+
+
+@router.post("/v1/completions")
+async def completions(body: CompletionRequest, request: Request) -> Response:
+    _context(request)
+    return _respond(await request.app.state.completions.create(body))
+
+
+@router.post("/v1/embeddings")
+async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
+    _context(request)
+    return _respond(await request.app.state.embeddings.create(body))
+
+
+@router.get("/v1/models")
+async def models(request: Request) -> Response:
+    ctx: ReplicaContext = request.app.state.ctx
+    card = ModelCard(
+        id=ctx.served_model_name,
+        created=ctx.created,
+        owned_by="aiforge",
+        max_model_len=ctx.max_model_len,
+    )
+    return Response(ModelList(data=[card]).to_json(), media_type="application/json")
+
+
+@router.get("/health")
+async def health(request: Request) -> Response:
+    if not request.app.state.ready:
+        return JSONResponse({"status": "starting"}, status_code=503)
+    return JSONResponse({"status": "ok"})
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    ctx: ReplicaContext = request.app.state.ctx
+    return Response(ctx.metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+def create_replica_app(ctx: ReplicaContext, *, max_body_bytes: int = 8 * 1024 * 1024) -> FastAPI:
+    """The app serving ``ctx.engine``. Its lifespan starts the engine and shuts it down."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await ctx.engine.start()
+        app.state.ready = True
+        try:
+            yield
+        finally:
+            app.state.ready = False
+            await ctx.engine.shutdown()
+
+    app = FastAPI(title="aiforge replica", lifespan=lifespan)
+    app.state.ctx = ctx
+    app.state.ready = False
+    app.state.chat = ChatService(ctx)
+    app.state.completions = CompletionService(ctx)
+    app.state.embeddings = EmbeddingService(ctx)
+    install_error_handlers(app)
+    app.include_router(router)
+    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    return app

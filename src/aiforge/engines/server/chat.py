@@ -1,0 +1,413 @@
+"""``/v1/chat/completions``: prompt from the chat template, sequences, parsed output."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from jinja2 import TemplateError
+
+from aiforge.engines.core import TokenConstraint
+from aiforge.engines.server.chat_output import ChatParts, ChatSequenceOutput, MessageBuilder
+from aiforge.engines.server.context import ReplicaContext, request_id
+from aiforge.engines.server.generation import (
+    GenerationStats,
+    SequenceDelta,
+    SequenceSpec,
+    merge_streams,
+    run_sequence,
+    sequence_params,
+)
+from aiforge.engines.server.grammar import AfterThinking, GrammarConstraint
+from aiforge.engines.server.logprobs import chat_logprobs
+from aiforge.engines.server.params import (
+    RequestedSampling,
+    build_sampling_params,
+    normalize_stop,
+    resolve_max_tokens,
+)
+from aiforge.engines.server.reasoning import THINK_END, THINK_START, prompt_thinking_state
+from aiforge.engines.server.sse import DONE, error_event, event
+from aiforge.protocol.openai.chat import (
+    ChatChoice,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatMessage,
+    ChatStreamChoice,
+    ChoiceLogprobs,
+    DeltaMessage,
+    ResponseFormatJsonObject,
+    ResponseFormatJsonSchema,
+)
+from aiforge.protocol.openai.common import Usage, make_usage
+from aiforge.protocol.openai.errors import OpenAIError, invalid_param
+
+ENDPOINT = "chat"
+
+
+@dataclass(slots=True)
+class ChatPlan:
+    """A validated chat request, ready to run."""
+
+    id: str
+    created: int
+    specs: list[SequenceSpec]
+    stats: GenerationStats
+    reasoning_start: str
+    parse_tools: bool
+    top_logprobs: int | None
+    include_usage: bool
+
+
+class ChatService:
+    """Handles chat completions for one replica (kept on ``app.state.chat``)."""
+
+    def __init__(self, ctx: ReplicaContext) -> None:
+        self._ctx = ctx
+
+    async def create(
+        self, request: ChatCompletionRequest
+    ) -> ChatCompletionResponse | AsyncIterator[bytes]:
+        """The whole response, or (``stream``) the SSE byte stream. Raises OpenAIError."""
+        plan = await self._plan(request)
+        if request.stream:
+            return self._stream(plan)
+        return await self._complete(plan)
+
+    # -- preparing -----------------------------------------------------------
+
+    async def _plan(self, request: ChatCompletionRequest) -> ChatPlan:
+        ctx = self._ctx
+        ctx.check_model(request.model)
+        _validate(request)
+        tool_choice = _tool_choice(request)
+        prompt_text = render_prompt(ctx, request, offer_tools=tool_choice != "none")
+        prompt_ids = list(ctx.tokenizer.encode(prompt_text, add_special_tokens=False))
+        max_tokens = resolve_max_tokens(
+            request.max_completion_tokens or request.max_tokens,
+            prompt_tokens=len(prompt_ids),
+            max_model_len=ctx.max_model_len,
+            prompt_param="messages",
+        )
+        reasoning_start = prompt_thinking_state(prompt_text)
+        constraint = await self._constraint_factory(request, tool_choice, reasoning_start)
+        top = request.top_logprobs or 0 if request.logprobs else None
+        base = build_sampling_params(_requested(request, top), ctx.defaults, max_tokens=max_tokens)
+        rid = request_id("chatcmpl")
+        stops = normalize_stop(request.stop)
+        specs = [
+            SequenceSpec(f"{rid}-{i}", i, prompt_ids, sequence_params(base, i), stops, constraint)
+            for i in range(request.n)
+        ]
+        return ChatPlan(
+            id=rid,
+            created=int(time.time()),
+            specs=specs,
+            stats=GenerationStats(prompt_tokens=len(prompt_ids)),
+            reasoning_start=reasoning_start,
+            parse_tools=bool(request.tools) and tool_choice != "none",
+            top_logprobs=top,
+            include_usage=bool(request.stream_options and request.stream_options.include_usage),
+        )
+
+    async def _constraint_factory(
+        self, request: ChatCompletionRequest, tool_choice: Any, reasoning_start: str
+    ) -> Any:
+        ctx = self._ctx
+        grammar = None
+        if tool_choice == "required" or not isinstance(tool_choice, str):
+            tools = [
+                (t.function.name, t.function.parameters or {"type": "object"})
+                for t in request.tools or []
+                if tool_choice == "required" or t.function.name == tool_choice.function.name
+            ]
+            grammar = await asyncio.to_thread(
+                ctx.grammars().tool_calls,
+                tools,
+                parallel=request.parallel_tool_calls,
+                param="tools",
+            )
+        elif isinstance(request.response_format, ResponseFormatJsonSchema):
+            schema = request.response_format.json_schema.schema_
+            grammar = await asyncio.to_thread(
+                ctx.grammars().json_schema, schema or {}, param="response_format"
+            )
+        elif isinstance(request.response_format, ResponseFormatJsonObject):
+            grammar = await asyncio.to_thread(
+                ctx.grammars().json_schema, None, param="response_format"
+            )
+        if grammar is None:
+            return lambda: None
+        vocab = ctx.engine.info.vocab_size
+        start, end = ctx.token_id(THINK_START), ctx.token_id(THINK_END)
+
+        def make() -> TokenConstraint:
+            inner = GrammarConstraint(grammar, vocab)
+            if reasoning_start == "content" or start is None or end is None:
+                return inner
+            return AfterThinking(
+                inner, think_start=start, think_end=end, thinking=reasoning_start == "reasoning"
+            )
+
+        return make
+
+    # -- running ---------------------------------------------------------------
+
+    def _deltas(self, plan: ChatPlan) -> AsyncIterator[SequenceDelta]:
+        ctx = self._ctx
+        return merge_streams(
+            [run_sequence(ctx.engine, ctx.tokenizer, spec, plan.stats) for spec in plan.specs]
+        )
+
+    def _outputs(self, plan: ChatPlan) -> list[ChatSequenceOutput]:
+        return [
+            ChatSequenceOutput(reasoning_start=plan.reasoning_start, parse_tools=plan.parse_tools)
+            for _ in plan.specs
+        ]
+
+    async def _complete(self, plan: ChatPlan) -> ChatCompletionResponse:
+        outputs = self._outputs(plan)
+        builders = [MessageBuilder() for _ in plan.specs]
+        logprobs: list[list[Any]] = [[] for _ in plan.specs]
+        finish: list[str] = ["stop"] * len(plan.specs)
+        status = 500
+        try:
+            async with _closing(self._deltas(plan)) as deltas:
+                async for delta in deltas:
+                    parts = outputs[delta.index].push(delta.text)
+                    if delta.finish_reason is not None:
+                        parts.extend(outputs[delta.index].flush())
+                        finish[delta.index] = delta.finish_reason
+                    builders[delta.index].add(parts)
+                    if plan.top_logprobs is not None:
+                        logprobs[delta.index].extend(delta.tokens)
+            status = 200
+        finally:
+            self._observe(plan, status)
+        choices = [
+            ChatChoice(
+                index=i,
+                message=builders[i].message(),
+                logprobs=self._choice_logprobs(plan, logprobs[i]),
+                finish_reason=_finish_reason(finish[i], outputs[i]),  # type: ignore[arg-type]
+            )
+            for i in range(len(plan.specs))
+        ]
+        return ChatCompletionResponse(
+            id=plan.id,
+            created=plan.created,
+            model=self._ctx.served_model_name,
+            choices=choices,
+            usage=self._usage(plan),
+        )
+
+    async def _stream(self, plan: ChatPlan) -> AsyncIterator[bytes]:
+        outputs = self._outputs(plan)
+        status = 500
+        try:
+            for spec in plan.specs:
+                role = DeltaMessage(role="assistant", content="")
+                yield event(self._chunk(plan, spec.index, role).to_json())
+            async with _closing(self._deltas(plan)) as deltas:
+                async for delta in deltas:
+                    for chunk in self._delta_chunks(plan, delta, outputs[delta.index]):
+                        yield event(chunk.to_json())
+            if plan.include_usage:
+                usage_chunk = self._chunk(plan, None, None)
+                usage_chunk.usage = self._usage(plan)
+                yield event(usage_chunk.to_json())
+            status = 200
+            yield DONE
+        except OpenAIError as exc:
+            status = exc.status_code
+            yield error_event(exc)
+            yield DONE
+        finally:
+            self._observe(plan, status)
+
+    def _delta_chunks(
+        self, plan: ChatPlan, delta: SequenceDelta, output: ChatSequenceOutput
+    ) -> list[ChatCompletionChunk]:
+        parts = output.push(delta.text)
+        if delta.finish_reason is not None:
+            parts.extend(output.flush())
+        chunks = []
+        lp = self._choice_logprobs(plan, delta.tokens)
+        if parts or (lp is not None and lp.content):
+            chunks.append(self._chunk(plan, delta.index, parts.delta(), logprobs=lp))
+        if delta.finish_reason is not None:
+            reason = _finish_reason(delta.finish_reason, output)
+            chunks.append(self._chunk(plan, delta.index, DeltaMessage(), finish=reason))
+        return chunks
+
+    def _chunk(
+        self,
+        plan: ChatPlan,
+        index: int | None,
+        delta: DeltaMessage | None,
+        *,
+        logprobs: ChoiceLogprobs | None = None,
+        finish: str | None = None,
+    ) -> ChatCompletionChunk:
+        choices = []
+        if index is not None and delta is not None:
+            choice = ChatStreamChoice(index=index, delta=delta, finish_reason=finish)  # type: ignore[arg-type]
+            if logprobs is not None:
+                choice.logprobs = logprobs
+            choices.append(choice)
+        return ChatCompletionChunk(
+            id=plan.id, created=plan.created, model=self._ctx.served_model_name, choices=choices
+        )
+
+    def _choice_logprobs(self, plan: ChatPlan, tokens: list[Any]) -> ChoiceLogprobs | None:
+        if plan.top_logprobs is None:
+            return None
+        content = chat_logprobs(tokens, self._ctx.token_texts, plan.top_logprobs)
+        return ChoiceLogprobs(content=content, refusal=None)
+
+    def _usage(self, plan: ChatPlan) -> Usage:
+        stats = plan.stats
+        return make_usage(stats.prompt_tokens, stats.completion_tokens, stats.cached_tokens)
+
+    def _observe(self, plan: ChatPlan, status: int) -> None:
+        stats = plan.stats
+        self._ctx.metrics.observe_request(
+            ENDPOINT,
+            status,
+            prompt_tokens=stats.prompt_tokens,
+            generation_tokens=stats.completion_tokens,
+            ttft_s=None if stats.first_token_at is None else stats.first_token_at - stats.started,
+            latency_s=time.perf_counter() - stats.started,
+        )
+
+
+# -- request checks and the prompt ------------------------------------------------
+
+
+def _validate(request: ChatCompletionRequest) -> None:
+    if request.top_logprobs is not None and not request.logprobs:
+        raise invalid_param("`top_logprobs` requires `logprobs` to be true.", "top_logprobs")
+    if request.tool_choice not in (None, "none", "auto") and not request.tools:
+        raise invalid_param("`tool_choice` requires `tools`.", "tool_choice")
+    names = {tool.function.name for tool in request.tools or []}
+    if len(names) != len(request.tools or []):
+        raise invalid_param("Tool names must be unique.", "tools")
+    choice = request.tool_choice
+    if choice is not None and not isinstance(choice, str) and choice.function.name not in names:
+        raise invalid_param(
+            f"Tool choice names the function `{choice.function.name}`, which is not in `tools`.",
+            "tool_choice",
+        )
+    for i, message in enumerate(request.messages):
+        if message.role == "tool" and not message.tool_call_id:
+            raise invalid_param("A tool message needs `tool_call_id`.", f"messages[{i}]")
+
+
+def _tool_choice(request: ChatCompletionRequest) -> Any:
+    """``auto`` when tools are given without a choice, as OpenAI does; ``none`` without tools."""
+    if not request.tools:
+        return "none"
+    return request.tool_choice or "auto"
+
+
+def _requested(request: ChatCompletionRequest, top_logprobs: int | None) -> RequestedSampling:
+    return RequestedSampling(
+        temperature=request.temperature,
+        top_p=request.top_p,
+        top_k=request.top_k,
+        seed=request.seed,
+        presence_penalty=request.presence_penalty,
+        frequency_penalty=request.frequency_penalty,
+        repetition_penalty=request.repetition_penalty,
+        logprobs=top_logprobs,
+        ignore_eos=request.ignore_eos,
+    )
+
+
+def template_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
+    """Messages as chat templates expect them: text content, tool-call arguments as objects."""
+    rendered = []
+    for message in messages:
+        item: dict[str, Any] = {"role": message.role, "content": message.text() or ""}
+        if message.role == "developer":
+            item["role"] = "system"
+        if message.name:
+            item["name"] = message.name
+        if message.tool_call_id:
+            item["tool_call_id"] = message.tool_call_id
+        if message.reasoning_content:
+            item["reasoning_content"] = message.reasoning_content
+        if message.tool_calls:
+            item["tool_calls"] = [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {
+                        "name": call.function.name,
+                        "arguments": _arguments_object(call.function.arguments),
+                    },
+                }
+                for call in message.tool_calls
+            ]
+        rendered.append(item)
+    return rendered
+
+
+def _arguments_object(arguments: str) -> Any:
+    try:
+        return json.loads(arguments)
+    except json.JSONDecodeError:
+        return arguments
+
+
+def render_prompt(ctx: ReplicaContext, request: ChatCompletionRequest, *, offer_tools: bool) -> str:
+    """The prompt text from the tokenizer's chat template.
+
+    With ``tool_choice: "none"`` the tools are not shown to the model at all, so it answers
+    in text (OpenAI's semantics). Thinking defaults to on, as in Qwen3.
+    """
+    kwargs = dict(request.chat_template_kwargs or {})
+    kwargs.setdefault("enable_thinking", True)
+    tools = None
+    if offer_tools and request.tools:
+        tools = [tool.model_dump(exclude_none=True) for tool in request.tools]
+    try:
+        text = ctx.tokenizer.apply_chat_template(
+            template_messages(request.messages),
+            tools=tools,
+            add_generation_prompt=True,
+            tokenize=False,
+            **kwargs,
+        )
+    except (TemplateError, ValueError, TypeError) as exc:
+        raise invalid_param(
+            f"The chat template failed on these messages: {exc}", "messages"
+        ) from exc
+    return str(text)
+
+
+def _finish_reason(reason: str, output: ChatSequenceOutput) -> str:
+    return "tool_calls" if reason == "stop" and output.called_tools else reason
+
+
+class _closing:
+    """``contextlib.aclosing`` for an AsyncIterator typed as such (mypy-friendly)."""
+
+    def __init__(self, stream: AsyncIterator[SequenceDelta]) -> None:
+        self._stream = stream
+
+    async def __aenter__(self) -> AsyncIterator[SequenceDelta]:
+        return self._stream
+
+    async def __aexit__(self, *exc: object) -> None:
+        close = getattr(self._stream, "aclose", None)
+        if close is not None:
+            await close()
+
+
+__all__ = ["ChatParts", "ChatService", "render_prompt", "template_messages"]

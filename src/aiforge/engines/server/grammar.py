@@ -1,0 +1,182 @@
+"""Constrained decoding with xgrammar: structured output and forced tool calls.
+
+Grammars are compiled once per distinct schema (cached) against the served tokenizer;
+each sequence gets its own :class:`GrammarConstraint` (a matcher) implementing the
+engine's :class:`~aiforge.engines.core.TokenConstraint`. JSON is generated without free
+whitespace (``any_whitespace=False``) so a grammar cannot trap a model in endless spaces.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import xgrammar as xgr
+from transformers import PreTrainedTokenizerBase
+
+from aiforge.engines.server.tool_calls import TOOL_CALL_END, TOOL_CALL_START
+from aiforge.protocol.openai.errors import invalid_param
+
+if TYPE_CHECKING:
+    import torch
+
+
+class GrammarConstraint:
+    """One sequence's grammar state: masks logits, advances on each sampled token."""
+
+    def __init__(self, compiled: xgr.CompiledGrammar, vocab_size: int) -> None:
+        self._matcher = xgr.GrammarMatcher(compiled)
+        self._bitmask = xgr.allocate_token_bitmask(1, vocab_size)
+
+    def mask_logits(self, logits: torch.Tensor) -> None:
+        self._matcher.fill_next_token_bitmask(self._bitmask)
+        row = logits.unsqueeze(0)
+        bitmask = self._bitmask.to(logits.device) if logits.device.type != "cpu" else self._bitmask
+        xgr.apply_token_bitmask_inplace(row, bitmask)
+
+    def accept(self, token_id: int) -> None:
+        if not self._matcher.is_terminated():
+            self._matcher.accept_token(token_id)
+
+    def is_finished(self) -> bool:
+        return bool(self._matcher.is_terminated())
+
+
+class AfterThinking:
+    """Applies a grammar only to the answer, after Qwen3's ``<think>…</think>`` block.
+
+    Phases: *start* (the model may open a think block, or start the answer: the grammar's
+    tokens and ``<think>`` are allowed), *thinking* (everything passes until
+    ``</think>``), then *answer* (the inner grammar). A prompt that already ends inside
+    ``<think>`` starts in *thinking*.
+    """
+
+    def __init__(
+        self, inner: GrammarConstraint, *, think_start: int, think_end: int, thinking: bool
+    ) -> None:
+        self._inner = inner
+        self._think_start = think_start
+        self._think_end = think_end
+        self._phase = "thinking" if thinking else "start"
+
+    def mask_logits(self, logits: torch.Tensor) -> None:
+        if self._phase == "thinking":
+            return
+        if self._phase == "start":
+            keep = logits[self._think_start].clone()
+            self._inner.mask_logits(logits)
+            logits[self._think_start] = keep
+            return
+        self._inner.mask_logits(logits)
+
+    def accept(self, token_id: int) -> None:
+        if self._phase == "start" and token_id == self._think_start:
+            self._phase = "thinking"
+        elif self._phase == "thinking":
+            if token_id == self._think_end:
+                self._phase = "answer"
+        else:
+            self._phase = "answer"
+            self._inner.accept(token_id)
+
+    def is_finished(self) -> bool:
+        return self._phase == "answer" and self._inner.is_finished()
+
+
+def tool_call_structural_tag(
+    tools: Sequence[tuple[str, dict[str, Any]]], *, parallel: bool
+) -> dict[str, Any]:
+    """A structural tag for one or more Qwen tool calls (at least one) to the given tools.
+
+    Each tool is ``(name, parameters JSON schema)``; every call is written exactly as
+    ``<tool_call>\\n{"name": "X", "arguments": ARGS}\\n</tool_call>``.
+    """
+    tags = [
+        {
+            "type": "tag",
+            "begin": f'{TOOL_CALL_START}\n{{"name": {json.dumps(name)}, "arguments": ',
+            "content": {"type": "json_schema", "json_schema": params, "max_whitespace_cnt": 1},
+            "end": f"}}\n{TOOL_CALL_END}",
+        }
+        for name, params in tools
+    ]
+    return {
+        "type": "structural_tag",
+        "format": {
+            "type": "tags_with_separator",
+            "tags": tags,
+            "separator": "\n",
+            "at_least_one": True,
+            "stop_after_first": not parallel,
+        },
+    }
+
+
+class GrammarCompilerCache:
+    """Compiles grammars for one tokenizer, caching them by their canonical JSON.
+
+    Compilation is CPU-bound (milliseconds to a second): callers run it off the event loop.
+    """
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        vocab_size: int,
+        stop_token_ids: Sequence[int],
+        max_entries: int = 256,
+    ) -> None:
+        info = xgr.TokenizerInfo.from_huggingface(
+            tokenizer, vocab_size=vocab_size, stop_token_ids=list(stop_token_ids)
+        )
+        self.vocab_size = vocab_size
+        self._compiler = xgr.GrammarCompiler(info, max_threads=2)
+        self._cache: OrderedDict[str, xgr.CompiledGrammar] = OrderedDict()
+        self._max_entries = max_entries
+        self._lock = threading.Lock()
+
+    def json_schema(self, schema: dict[str, Any] | None, *, param: str) -> xgr.CompiledGrammar:
+        """A grammar for JSON matching ``schema`` (any JSON object when None)."""
+        body = schema if schema is not None else {"type": "object"}
+        key = "schema:" + json.dumps(body, sort_keys=True)
+        return self._get(
+            key,
+            lambda: self._compiler.compile_json_schema(
+                json.dumps(body), any_whitespace=False, strict_mode=True
+            ),
+            param=param,
+        )
+
+    def tool_calls(
+        self, tools: Sequence[tuple[str, dict[str, Any]]], *, parallel: bool, param: str
+    ) -> xgr.CompiledGrammar:
+        tag = tool_call_structural_tag(tools, parallel=parallel)
+        key = "tools:" + json.dumps(tag, sort_keys=True)
+        return self._get(
+            key, lambda: self._compiler.compile_structural_tag(json.dumps(tag)), param=param
+        )
+
+    def _get(self, key: str, compile_: Any, *, param: str) -> xgr.CompiledGrammar:
+        with self._lock:
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._cache.move_to_end(key)
+                return cached
+        try:
+            compiled: xgr.CompiledGrammar = compile_()
+        except (RuntimeError, ValueError, TypeError) as exc:
+            raise invalid_param(f"Invalid schema: {_first_line(exc)}", param) from exc
+        with self._lock:
+            self._cache[key] = compiled
+            if len(self._cache) > self._max_entries:
+                self._cache.popitem(last=False)
+        return compiled
+
+
+def _first_line(exc: Exception) -> str:
+    """xgrammar errors start with a timestamp and a C++ source location; keep the message."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text.split(": ", 1)[1] if text.startswith("[") and ": " in text else text

@@ -1,0 +1,123 @@
+"""Entry point of a replica process: parse the common flags, build the engine, serve.
+
+Engine packages call :func:`run_replica` from their ``__main__`` with an async
+``build_engine`` that loads the model and returns ``(engine, tokenizer)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+from transformers import PreTrainedTokenizerBase
+
+from aiforge.engines.core import TokenEngine
+from aiforge.engines.server.app import create_replica_app
+from aiforge.engines.server.context import ReplicaContext
+from aiforge.engines.server.metrics import ReplicaMetrics
+from aiforge.engines.server.params import SamplingDefaults
+
+log = logging.getLogger("aiforge.replica")
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaArgs:
+    model: Path
+    served_model_name: str
+    host: str = "127.0.0.1"
+    port: int = 8000
+    dtype: str = "auto"
+    max_model_len: int | None = None
+    max_num_seqs: int = 16
+    threads: int | None = None
+    embedding: bool = False
+    max_body_bytes: int = 8 * 1024 * 1024
+
+
+BuildEngine = Callable[[ReplicaArgs], Awaitable[tuple[TokenEngine, PreTrainedTokenizerBase]]]
+
+
+def parse_args(argv: Sequence[str] | None) -> ReplicaArgs:
+    parser = argparse.ArgumentParser(description="Serve one model replica behind the OpenAI API.")
+    parser.add_argument("--model", required=True, type=Path, help="model directory or file")
+    parser.add_argument("--served-model-name", help="name clients use (default: the model's)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--max-model-len", type=int, default=None)
+    parser.add_argument("--max-num-seqs", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--embedding", action="store_true", help="serve /v1/embeddings")
+    parser.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024)
+    ns = parser.parse_args(argv)
+    return ReplicaArgs(
+        model=ns.model,
+        served_model_name=ns.served_model_name or ns.model.name,
+        host=ns.host,
+        port=ns.port,
+        dtype=ns.dtype,
+        max_model_len=ns.max_model_len,
+        max_num_seqs=ns.max_num_seqs,
+        threads=ns.threads,
+        embedding=ns.embedding,
+        max_body_bytes=ns.max_body_bytes,
+    )
+
+
+def run_replica(argv: Sequence[str] | None, build_engine: BuildEngine) -> None:
+    """Serve until SIGINT/SIGTERM; shutdown stops the engine (``engine.shutdown()``)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(serve_replica(parse_args(argv), build_engine))
+
+
+async def serve_replica(args: ReplicaArgs, build_engine: BuildEngine) -> None:
+    engine, tokenizer = await build_engine(args)
+    info = engine.info
+    max_model_len = min(args.max_model_len or info.max_model_len, info.max_model_len)
+    ctx = ReplicaContext(
+        engine=engine,
+        tokenizer=tokenizer,
+        served_model_name=args.served_model_name,
+        max_model_len=max_model_len,
+        metrics=ReplicaMetrics(args.served_model_name, engine.load),
+        defaults=SamplingDefaults.from_model_dir(args.model),
+    )
+    app = create_replica_app(ctx, max_body_bytes=args.max_body_bytes)
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+    )
+    await _ReplicaServer(config, args).serve()
+
+
+class _ReplicaServer(uvicorn.Server):
+    """uvicorn's server, logging one line once the replica accepts requests."""
+
+    def __init__(self, config: uvicorn.Config, args: ReplicaArgs) -> None:
+        super().__init__(config)
+        self._args = args
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.should_exit:
+            return
+        port = self._args.port
+        if self.servers and self.servers[0].sockets:
+            port = self.servers[0].sockets[0].getsockname()[1]
+        log.info(
+            "replica ready: model %s (%s) on http://%s:%d",
+            self._args.served_model_name,
+            self._args.model,
+            self._args.host,
+            port,
+        )

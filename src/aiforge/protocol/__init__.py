@@ -1,0 +1,1 @@
+"""Wire models: the structs that cross the HTTP boundary, and nothing else."""

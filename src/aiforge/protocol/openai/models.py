@@ -1,0 +1,20 @@
+"""``/v1/models``: the models a server serves."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from aiforge.protocol.openai.common import ResponseModel
+
+
+class ModelCard(ResponseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+    max_model_len: int | None = None
+
+
+class ModelList(ResponseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]

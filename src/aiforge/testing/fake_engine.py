@@ -1,0 +1,160 @@
+"""A scripted :class:`~aiforge.engines.core.TokenEngine`, for testing servers and clients.
+
+:class:`FakeTokenEngine` needs no model: it emits a script of token ids (for example the
+tokenization of a Qwen-style answer) with an optional delay per token. With a constraint
+(structured output), it instead samples uniformly among the tokens the constraint allows,
+which exercises the grammar for real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import random
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from aiforge.engines.core import EngineModelInfo, GenerationRequest, TokenEngine, TokenEvent
+
+Script = Callable[[GenerationRequest], Sequence[int]]
+
+
+@dataclass
+class FakeTokenEngine(TokenEngine):
+    """Emits ``script(request)`` token by token.
+
+    ``script`` gets the request and returns the token ids to emit (EOS is appended
+    unless ``ignore_eos``); ``max_tokens`` cuts it with finish_reason ``"length"``.
+    Records every request and which were closed early in ``requests`` / ``aborted``.
+    """
+
+    script: Script
+    max_model_len: int = 4096
+    vocab_size: int = 151936
+    eos_token_ids: frozenset[int] = frozenset({151645, 151643})
+    token_delay_s: float = 0.0
+    embedding_dim: int | None = None
+    cached_prompt_tokens: int = 0
+    fail_with: Exception | None = None
+    requests: list[GenerationRequest] = field(default_factory=list)
+    aborted: list[str] = field(default_factory=list)
+    started: bool = False
+    running: int = 0
+
+    @property
+    def info(self) -> EngineModelInfo:
+        return EngineModelInfo(
+            max_model_len=self.max_model_len,
+            vocab_size=self.vocab_size,
+            eos_token_ids=self.eos_token_ids,
+            is_embedding=self.embedding_dim is not None,
+            embedding_dim=self.embedding_dim,
+        )
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def shutdown(self) -> None:
+        self.started = False
+
+    def load(self) -> dict[str, int]:
+        return {"running": self.running, "waiting": 0}
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
+        self.requests.append(request)
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.running += 1
+        finished = False
+        try:
+            tokens = self._tokens(request)
+            for position, (token_id, logprob, top) in enumerate(tokens):
+                if self.token_delay_s:
+                    await asyncio.sleep(self.token_delay_s)
+                else:
+                    await asyncio.sleep(0)
+                reason = self._finish(request, position, len(tokens), token_id)
+                yield TokenEvent(
+                    token_id=token_id,
+                    logprob=logprob if request.params.logprobs is not None else None,
+                    top_logprobs=top[: request.params.logprobs or 0],
+                    finish_reason=reason,
+                    cached_prompt_tokens=self.cached_prompt_tokens if position == 0 else 0,
+                )
+                if reason is not None:
+                    finished = True
+                    return
+        finally:
+            self.running -= 1
+            if not finished:
+                self.aborted.append(request.request_id)
+
+    def _tokens(
+        self, request: GenerationRequest
+    ) -> list[tuple[int, float, tuple[tuple[int, float], ...]]]:
+        limit = request.params.max_tokens
+        if request.constraint is not None:
+            return self._constrained(request, limit)
+        ids = list(self.script(request))
+        if not request.params.ignore_eos:
+            ids.append(min(self.eos_token_ids))
+        ids = ids[:limit]
+        return [(t, -0.5, ((t, -0.5), ((t + 1) % self.vocab_size, -1.5))) for t in ids]
+
+    def _constrained(
+        self, request: GenerationRequest, limit: int
+    ) -> list[tuple[int, float, tuple[tuple[int, float], ...]]]:
+        seed = request.params.seed if request.params.seed is not None else _stable_seed(request)
+        rng = random.Random(seed)
+        constraint = request.constraint
+        assert constraint is not None
+        out = []
+        for _ in range(limit):
+            logits = torch.zeros(self.vocab_size)
+            constraint.mask_logits(logits)
+            allowed = torch.nonzero(logits > -math.inf).flatten().tolist()
+            token_id = int(rng.choice(allowed))
+            constraint.accept(token_id)
+            out.append((token_id, -math.log(len(allowed)), ()))
+            if token_id in self.eos_token_ids or constraint.is_finished():
+                break
+        return out
+
+    def _finish(
+        self, request: GenerationRequest, position: int, count: int, token_id: int
+    ) -> str | None:
+        if position < count - 1:
+            return None
+        if token_id in self.eos_token_ids and not request.params.ignore_eos:
+            return "stop"
+        if request.constraint is not None and request.constraint.is_finished():
+            return "stop"
+        return "length" if count >= request.params.max_tokens else "stop"
+
+    async def embed(self, inputs: Sequence[Sequence[int]]) -> list[list[float]]:
+        if self.embedding_dim is None:
+            raise RuntimeError("not an embedding model")
+        vectors = []
+        for ids in inputs:
+            rng = random.Random(_digest(ids))
+            raw = [rng.gauss(0.0, 1.0) for _ in range(self.embedding_dim)]
+            norm = math.sqrt(sum(x * x for x in raw)) or 1.0
+            vectors.append([x / norm for x in raw])
+        return vectors
+
+
+def _stable_seed(request: GenerationRequest) -> int:
+    return _digest(request.prompt_token_ids)
+
+
+def _digest(ids: Sequence[int]) -> int:
+    return int.from_bytes(hashlib.sha256(str(list(ids)).encode()).digest()[:8], "big")
+
+
+def text_script(tokenizer: object, text: str) -> Script:
+    """A script that answers every request with the tokenization of ``text``."""
+    ids = list(tokenizer.encode(text, add_special_tokens=False))  # type: ignore[attr-defined]
+    return lambda _request: ids

@@ -78,7 +78,12 @@ class StreamMeter:
     def feed(self, chunk: bytes) -> bytes:
         buffer = self._pending + chunk if self._pending else chunk
         if self._separator is None:
-            self._separator = b"\r\n\r\n" if b"\r\n" in buffer else b"\n\n"
+            newline = buffer.find(b"\n")
+            if newline < 0:
+                self._pending = buffer
+                return b""
+            # SSE allows CRLF line ends (sse-starlette uses them); the first line end decides.
+            self._separator = b"\r\n\r\n" if buffer[newline - 1 : newline] == b"\r" else b"\n\n"
         end = buffer.rfind(self._separator)
         if end < 0:
             self._pending = buffer

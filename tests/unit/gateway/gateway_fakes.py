@@ -48,7 +48,11 @@ def fake_replica(name: str = "r") -> FastAPI:
                                "param": "messages", "code": None}}  # fmt: skip
             return Response(orjson.dumps(error), status_code=400, media_type="application/json")
         words = str(body.get("prompt", "hello world")).split()
-        usage = {"prompt_tokens": 7, "completion_tokens": len(words), "total_tokens": 7 + len(words)}
+        usage = {
+            "prompt_tokens": 7,
+            "completion_tokens": len(words),
+            "total_tokens": 7 + len(words),
+        }
         if not body.get("stream"):
             message = {"role": "assistant", "content": " ".join(words)}
             out = {"id": "c1", "object": "chat.completion", "created": 1, "model": body["model"],

@@ -6,12 +6,11 @@ import asyncio
 
 import httpx
 import orjson
+from gateway_fakes import MODEL, Gateway, fake_replica
 
 from aiforge.cluster.replicas import Replica, ReplicaState
 from aiforge.gateway.access import LimitExceeded
 from aiforge.testing.server import free_port, running_app
-
-from gateway_fakes import MODEL, Gateway, fake_replica
 
 
 def _sse_payloads(text: str) -> list[str]:
@@ -20,24 +19,29 @@ def _sse_payloads(text: str) -> list[str]:
 
 async def test_non_streamed_chat_is_passed_through_and_metered(gateway: Gateway) -> None:
     async with httpx.AsyncClient(base_url=gateway.url, headers=gateway.headers) as client:
-        response = await client.post("/v1/chat/completions",
-                                     json={"model": MODEL, "prompt": "a b c", "max_tokens": 5})
+        response = await client.post(
+            "/v1/chat/completions", json={"model": MODEL, "prompt": "a b c", "max_tokens": 5}
+        )
     assert response.status_code == 200
     assert response.json()["choices"][0]["message"]["content"] == "a b c"
     assert response.json()["usage"]["completion_tokens"] == 3
     (event,) = gateway.usage.events
     assert (event.prompt_tokens, event.completion_tokens, event.status_code) == (7, 3, 200)
     assert (event.key_id, event.project_id, event.replica, event.kind) == ("k1", "p1", "r0", "chat")
-    assert not event.stream and not event.cancelled and event.latency_ms > 0
-    (model, estimate), = gateway.admission.admitted
-    assert model == MODEL and estimate > 5
+    assert not event.stream
+    assert not event.cancelled
+    assert event.latency_ms > 0
+    ((model, estimate),) = gateway.admission.admitted
+    assert model == MODEL
+    assert estimate > 5
     assert [tokens for _, tokens in gateway.admission.settled] == [10]
 
 
 async def test_stream_without_include_usage_asks_replica_and_strips_usage(gateway: Gateway) -> None:
     async with httpx.AsyncClient(base_url=gateway.url, headers=gateway.headers) as client:
-        response = await client.post("/v1/chat/completions",
-                                     json={"model": MODEL, "prompt": "x y", "stream": True})
+        response = await client.post(
+            "/v1/chat/completions", json={"model": MODEL, "prompt": "x y", "stream": True}
+        )
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/event-stream")
     payloads = _sse_payloads(response.text)
@@ -47,7 +51,9 @@ async def test_stream_without_include_usage_asks_replica_and_strips_usage(gatewa
     assert gateway.replica_app.state.bodies[0]["stream_options"] == {"include_usage": True}
     (event,) = await gateway.usage.wait_for(1)
     assert (event.prompt_tokens, event.completion_tokens) == (7, 2)
-    assert event.stream and not event.cancelled and event.ttft_ms is not None
+    assert event.stream
+    assert not event.cancelled
+    assert event.ttft_ms is not None
     assert [tokens for _, tokens in gateway.admission.settled] == [9]
 
 
@@ -57,7 +63,8 @@ async def test_stream_with_include_usage_keeps_usage_chunk(gateway: Gateway) -> 
     async with httpx.AsyncClient(base_url=gateway.url, headers=gateway.headers) as client:
         response = await client.post("/v1/chat/completions", json=body)
     chunks = [orjson.loads(p) for p in _sse_payloads(response.text)[:-1]]
-    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 3
+    assert chunks[-1]["choices"] == []
+    assert chunks[-1]["usage"]["completion_tokens"] == 3
     (event,) = await gateway.usage.wait_for(1)
     assert event.completion_tokens == 3
 
@@ -75,7 +82,8 @@ async def test_cancelled_stream_counts_tokens_received(gateway: Gateway) -> None
                 if received == 3:
                     break
     (event,) = await gateway.usage.wait_for(1)
-    assert event.cancelled and event.status_code == 200
+    assert event.cancelled
+    assert event.status_code == 200
     assert 3 <= event.completion_tokens <= 5  # what the gateway forwarded before the close
     assert len(gateway.admission.settled) == 1
     assert gateway.table.get("r0").in_flight == 0
@@ -101,22 +109,29 @@ async def test_user_errors_get_openai_envelopes(gateway: Gateway) -> None:
         unknown = await client.post("/v1/chat/completions", json={"model": "nope"})
         malformed = await client.post("/v1/chat/completions", content=b"{not json")
         no_model = await client.post("/v1/chat/completions", json={"messages": []})
-        too_big = await client.post("/v1/chat/completions",
-                                    json={"model": MODEL, "prompt": "x" * 5000})
+        too_big = await client.post(
+            "/v1/chat/completions", json={"model": MODEL, "prompt": "x" * 5000}
+        )
 
         async def chunked() -> object:
             for _ in range(10):
                 yield b" " * 1000
 
         too_big_chunked = await client.post("/v1/chat/completions", content=chunked())
-        upstream = await client.post("/v1/chat/completions",
-                                     json={"model": MODEL, "messages": "fail"})
+        upstream = await client.post(
+            "/v1/chat/completions", json={"model": MODEL, "messages": "fail"}
+        )
     assert unknown.status_code == 404
-    assert _error(unknown)["code"] == "model_not_found" and _error(unknown)["param"] == "model"
-    assert malformed.status_code == 400 and _error(malformed)["code"] == "invalid_json"
-    assert no_model.status_code == 400 and _error(no_model)["param"] == "model"
-    assert too_big.status_code == 413 and too_big_chunked.status_code == 413
-    assert upstream.status_code == 400 and _error(upstream)["param"] == "messages"
+    assert _error(unknown)["code"] == "model_not_found"
+    assert _error(unknown)["param"] == "model"
+    assert malformed.status_code == 400
+    assert _error(malformed)["code"] == "invalid_json"
+    assert no_model.status_code == 400
+    assert _error(no_model)["param"] == "model"
+    assert too_big.status_code == 413
+    assert too_big_chunked.status_code == 413
+    assert upstream.status_code == 400
+    assert _error(upstream)["param"] == "messages"
     statuses = [e.status_code for e in gateway.usage.events]
     assert statuses == [404, 400, 400, 413, 413, 400]
     assert len(gateway.replica_app.state.bodies) == 1  # only the last reached the replica
@@ -127,7 +142,8 @@ async def test_auth_is_required_on_every_v1_route(gateway: Gateway) -> None:
         missing = await client.post("/v1/chat/completions", json={"model": MODEL})
         wrong = await client.get("/v1/models", headers={"authorization": "Bearer sk-bad"})
         health = await client.get("/health")
-    assert missing.status_code == 401 and _error(missing)["code"] == "invalid_api_key"
+    assert missing.status_code == 401
+    assert _error(missing)["code"] == "invalid_api_key"
     assert wrong.status_code == 401
     assert health.status_code == 200
     assert gateway.usage.events == []
@@ -147,9 +163,11 @@ async def test_model_allowlist_and_limits(gateway: Gateway) -> None:
                                                  retry_after_s=2.5)  # fmt: skip
         refused = await client.post("/v1/chat/completions", json={"model": MODEL},
                                     headers=gateway.headers)  # fmt: skip
-    assert forbidden.status_code == 403 and _error(forbidden)["param"] == "model"
+    assert forbidden.status_code == 403
+    assert _error(forbidden)["param"] == "model"
     assert models.json()["data"] == []
-    assert refused.status_code == 429 and refused.headers["retry-after"] == "3"
+    assert refused.status_code == 429
+    assert refused.headers["retry-after"] == "3"
     assert "requests_per_minute" in str(_error(refused)["message"])
     assert _error(refused)["code"] == "rate_limit_exceeded"
     assert [e.status_code for e in gateway.usage.events] == [403, 429]
@@ -168,7 +186,8 @@ async def test_dead_replica_gives_503_and_retry_uses_another(gateway: Gateway) -
         gateway.table.set_state("r0", ReplicaState.DEAD)
         down = await client.post("/v1/chat/completions", json={"model": MODEL})
         health = await client.get("/health")
-    assert down.status_code == 503 and _error(down)["code"] == "engine_unavailable"
+    assert down.status_code == 503
+    assert _error(down)["code"] == "engine_unavailable"
     assert health.status_code == 503
     assert {r["state"] for r in health.json()["replicas"]} == {"dead", "unhealthy"}
 
@@ -186,7 +205,8 @@ async def test_models_health_and_metrics(gateway: Gateway) -> None:
     assert f'aiforge_gateway_requests_total{{kind="chat",model="{MODEL}",status="200"}} 1.0' in text
     assert f'aiforge_gateway_completion_tokens_total{{model="{MODEL}"}} 2.0' in text
     assert "aiforge_gateway_request_latency_seconds_bucket" in text
-    assert unknown_path.status_code == 404 and "error" in unknown_path.json()
+    assert unknown_path.status_code == 404
+    assert "error" in unknown_path.json()
 
 
 async def test_sixteen_concurrent_streams_are_each_metered(gateway: Gateway) -> None:

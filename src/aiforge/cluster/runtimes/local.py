@@ -66,13 +66,16 @@ class LocalReplicaProcess:
             return self.process.returncode
         _kill_group(self.process.pid, signal.SIGTERM)
         try:
-            return self.process.wait(timeout=grace_s)
+            code = self.process.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
             _kill_group(self.process.pid, signal.SIGKILL)
             try:
                 return self.process.wait(timeout=5.0)
             except subprocess.TimeoutExpired:
                 return None
+        # The leader is gone; children that outlived it (ignored SIGTERM) go too.
+        _kill_group(self.process.pid, signal.SIGKILL)
+        return code
 
 
 def _kill_group(pid: int, sig: signal.Signals) -> None:

@@ -9,13 +9,18 @@ which exercises the grammar for real.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import json
 import math
 import random
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+import httpx
 import torch
+from transformers import PreTrainedTokenizerBase
 
 from aiforge.engines.core import EngineModelInfo, GenerationRequest, TokenEngine, TokenEvent
 
@@ -158,3 +163,38 @@ def text_script(tokenizer: object, text: str) -> Script:
     """A script that answers every request with the tokenization of ``text``."""
     ids = list(tokenizer.encode(text, add_special_tokens=False))  # type: ignore[attr-defined]
     return lambda _request: ids
+
+
+@contextlib.asynccontextmanager
+async def fake_replica(
+    engine: TokenEngine,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    served_model_name: str = "fake-model",
+    max_body_bytes: int = 8 * 1024 * 1024,
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The real replica app over ``engine``, started, behind an in-process httpx client."""
+    from aiforge.engines.server.app import create_replica_app
+    from aiforge.engines.server.context import ReplicaContext
+    from aiforge.engines.server.metrics import ReplicaMetrics
+
+    ctx = ReplicaContext(
+        engine=engine,
+        tokenizer=tokenizer,
+        served_model_name=served_model_name,
+        max_model_len=engine.info.max_model_len,
+        metrics=ReplicaMetrics(served_model_name, engine.load),
+    )
+    app = create_replica_app(ctx, max_body_bytes=max_body_bytes)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://replica") as client:
+            yield client
+
+
+def sse_payloads(body: str) -> list[Any]:
+    """The JSON payloads of an OpenAI SSE body; asserts it ends with ``data: [DONE]``."""
+    payloads = [line[len("data: ") :] for line in body.split("\n\n") if line.startswith("data: ")]
+    if not payloads or payloads[-1] != "[DONE]":
+        raise AssertionError(f"stream did not end with [DONE]: {body[-200:]!r}")
+    return [json.loads(p) for p in payloads[:-1]]

@@ -171,6 +171,7 @@ class TenancyService:
     def put_organization_member(
         self, principal: Principal, organization_id: str, data: MembershipCreate
     ) -> MembershipRow:
+        check_organization(principal, organization_id, write=False)
         require_platform_admin(principal, "manage organization members")
         with self._uow.write() as session:
             if repo.get_organization(session, organization_id=organization_id) is None:
@@ -189,6 +190,7 @@ class TenancyService:
     def list_organization_members(
         self, principal: Principal, organization_id: str
     ) -> Sequence[MembershipRow]:
+        check_organization(principal, organization_id, write=False)
         require_platform_admin(principal, "list organization members")
         with self._uow.read() as session:
             return repo.list_memberships(session, organization_id=organization_id, project_id=None)

@@ -33,15 +33,10 @@ def _root(
 
 def _register_commands() -> None:
     # Imported here so `aiforge --help` stays fast and each group owns its module.
-    from aiforge.cli import chat, engines, models, serve
+    from aiforge.cli import admin, chat, engines, models, serve, usage
 
-    for module in (serve, models, chat, engines):
+    for module in (serve, models, chat, engines, admin, usage):
         module.register(app)
-    try:
-        from aiforge.cli import admin
-    except ImportError:  # pragma: no cover - platform commands land with the platform layer
-        return
-    admin.register(app)
 
 
 def main() -> None:

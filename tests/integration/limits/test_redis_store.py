@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -25,14 +24,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-def redis_url() -> str:
-    url = os.environ.get("AIFORGE_TEST_REDIS_URL")
-    if not url:
-        pytest.skip("AIFORGE_TEST_REDIS_URL is not set (scripts/services start)")
-    return url
 
 
 @pytest.fixture

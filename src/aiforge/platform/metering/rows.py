@@ -66,11 +66,12 @@ def insert_records(connection: Connection, records: Iterable[Mapping[str, Any]])
     dialect = connection.dialect.name
     if dialect not in ("postgresql", "sqlite"):
         rows = _not_yet_stored(connection, rows)
+    # RETURNING lists only the rows actually inserted (rowcount is unreliable for batches).
+    statement = _insert_ignoring_duplicates(dialect).returning(UsageRecordRow.request_id)
     inserted = 0
     for start in range(0, len(rows), _CHUNK):
         chunk = rows[start : start + _CHUNK]
-        result = connection.execute(_insert_ignoring_duplicates(dialect).values(chunk))
-        inserted += max(result.rowcount, 0)
+        inserted += len(connection.execute(statement, chunk).all())
     return inserted
 
 

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from aiforge.cluster.replicas import ReplicaState, ReplicaTable
+from aiforge.gateway.access import OpenAccess
 from aiforge.gateway.metrics import PROMETHEUS_CONTENT_TYPE, GatewayMetrics
 
 router = APIRouter(tags=["Operations"])
@@ -24,7 +25,8 @@ async def health(request: Request) -> Response:
         status, code = "degraded", 200
     else:
         status, code = "unavailable", 503
-    body = {"status": status, "gateway": "ok", "replicas": replicas}
+    auth = "off" if isinstance(request.app.state.authenticator, OpenAccess) else "on"
+    body = {"status": status, "gateway": "ok", "auth": auth, "replicas": replicas}
     return Response(orjson.dumps(body), status_code=code, media_type="application/json")
 
 

@@ -53,7 +53,8 @@ def test_greedy_picks_argmax_and_leaves_input_untouched() -> None:
 def test_top_k_keeps_only_the_k_largest() -> None:
     out = apply_top_k(_logits([1.0, 5.0, 3.0, 4.0]), 2)
     assert torch.isinf(out[[0, 2]]).all()
-    assert out[1] == 5.0 and out[3] == 4.0
+    assert out[1] == 5.0
+    assert out[3] == 4.0
     params = SamplingParams(max_tokens=1, temperature=1.0, top_k=1)
     draws = {sample_token(_logits([1.0, 5.0, 3.0]), params, [], None).token_id for _ in range(20)}
     assert draws == {1}
@@ -63,7 +64,8 @@ def test_top_p_keeps_the_smallest_set_reaching_the_mass() -> None:
     # probabilities 0.5, 0.3, 0.2 (as logs): top_p 0.6 keeps the first two.
     logits = torch.log(torch.tensor([0.5, 0.3, 0.2]))
     out = apply_top_p(logits, 0.6)
-    assert torch.isfinite(out[:2]).all() and torch.isinf(out[2])
+    assert torch.isfinite(out[:2]).all()
+    assert torch.isinf(out[2])
     assert torch.isfinite(apply_top_p(logits, 0.5)[0])
     assert torch.isinf(apply_top_p(logits, 0.5)[1:]).all()
     assert torch.equal(apply_top_p(logits, 1.0), logits)
@@ -110,7 +112,8 @@ def test_logprobs_are_a_distribution_and_include_the_sampled_token() -> None:
     logits = torch.randn(50, generator=torch.Generator().manual_seed(3))
     params = SamplingParams(max_tokens=1, temperature=0.7, logprobs=5, seed=1)
     token = sample_token(logits, params, [], make_generator(1))
-    assert token.logprob is not None and token.logprob <= 0
+    assert token.logprob is not None
+    assert token.logprob <= 0
     assert len(token.top_logprobs) == 5
     values = [lp for _, lp in token.top_logprobs]
     assert values == sorted(values, reverse=True)

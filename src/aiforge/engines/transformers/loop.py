@@ -118,6 +118,9 @@ class EngineLoop:
         except Exception as exc:  # a bad step must not kill the replica: fail its requests
             log.exception("engine step failed")
             self._fail_all(exc)
+        self._refresh_load()
+
+    def _refresh_load(self) -> None:
         self._load = {
             "running": self._scheduler.num_running,
             "waiting": self._scheduler.num_waiting,
@@ -131,6 +134,8 @@ class EngineLoop:
         events = self._scheduler.update_from_output(
             step, result.token_ids(), result.constraint_finished
         )
+        # Before delivering: a consumer that sees its last token also sees the freed slot.
+        self._refresh_load()
         for event in events:
             sampled = result.sampled[event.request_id]
             sink = (

@@ -102,7 +102,8 @@ def test_leaving_from_the_middle_compacts_slots_and_admits_at_the_end() -> None:
     assert [(d.request_id, d.slot) for d in out.decodes] == [("r2", 0), ("r1", 1)]
     assert [(c.request_id, c.slot) for c in out.prefills] == [("r3", 2)]
     state = sched.get("r2")
-    assert state is not None and state.slot == 0
+    assert state is not None
+    assert state.slot == 0
 
 
 def test_abort_of_waiting_and_unknown_requests() -> None:
@@ -138,7 +139,7 @@ def test_rejects_invalid_requests() -> None:
     sched.add("a", [1], _stop())
     with pytest.raises(ValueError, match="duplicate"):
         sched.add("a", [1], _stop())
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at least 1"):
         Scheduler(max_num_seqs=0)
 
 

@@ -22,14 +22,16 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from aiforge.config import Settings
-from aiforge.gateway.access import Admission, UsageSink
 from aiforge.platform.api.keys import build_keys_router
 from aiforge.platform.api.tenancy import build_tenancy_router
+from aiforge.platform.api.usage import build_usage_router
 from aiforge.platform.db.engine import make_engine, make_sessionmaker
 from aiforge.platform.db.migrate import upgrade_to_head
 from aiforge.platform.domain.keys import DEFAULT_PEPPER
 from aiforge.platform.limits.admission import LimitAdmission
 from aiforge.platform.limits.factory import build_store
+from aiforge.platform.metering.budgets import reseed_budgets
+from aiforge.platform.metering.ledger import UsageLedger
 from aiforge.platform.services.authenticator import PlatformAuthenticator
 from aiforge.platform.services.keys import KeyService
 from aiforge.platform.services.setup import (
@@ -53,8 +55,8 @@ class PlatformRuntime:
     engine: Engine
     sessions: sessionmaker[Session]
     authenticator: PlatformAuthenticator
-    admission: Admission
-    usage_sink: UsageSink
+    admission: LimitAdmission
+    usage_sink: UsageLedger
     tenancy: TenancyService
     keys: KeyService
     routers: list[APIRouter] = field(default_factory=list)
@@ -83,13 +85,19 @@ class PlatformRuntime:
             self.new_admin_key = token
             logger.info("created the admin API key; stored in %s", self.admin_key_file)
         await self.authenticator.start()
-        await _start_part(self.usage_sink)
+        # The ledger replays what a previous run journaled but never flushed, then the
+        # in-memory budgets are re-seeded from it (Redis keeps its own counters).
+        await self.usage_sink.start()
+        await reseed_budgets(self.admission, self.usage_sink)
 
     async def stop(self) -> None:
-        await self.authenticator.stop()
-        await _stop_part(self.usage_sink)
-        await _stop_part(self.admission)
-        self.engine.dispose()
+        """Stop polling keys, flush usage to the database, release the limit store."""
+        try:
+            await self.authenticator.stop()
+            await self.usage_sink.stop()
+        finally:
+            await self.admission.aclose()
+            self.engine.dispose()
 
 
 def build_platform(settings: Settings) -> PlatformRuntime:
@@ -102,8 +110,12 @@ def build_platform(settings: Settings) -> PlatformRuntime:
     tenancy = TenancyService(uow)
     keys = KeyService(uow, pepper=pepper)
     admission = LimitAdmission(build_store(settings), authenticator.limits_for)
-    usage_sink = _usage_sink(settings, sessions)
-    routers = [build_tenancy_router(tenancy), build_keys_router(keys)]
+    usage_sink = UsageLedger.from_settings(settings, engine)
+    routers = [
+        build_tenancy_router(tenancy),
+        build_keys_router(keys),
+        build_usage_router(usage_sink),
+    ]
     return PlatformRuntime(
         settings=settings,
         engine=engine,
@@ -115,13 +127,6 @@ def build_platform(settings: Settings) -> PlatformRuntime:
         keys=keys,
         routers=routers,
     )
-
-
-def _usage_sink(settings: Settings, sessions: sessionmaker[Session]) -> UsageSink:
-    # PLACEHOLDER until aiforge.platform.metering.ledger.UsageLedger lands: discards usage.
-    from aiforge.gateway.access import DiscardUsage
-
-    return DiscardUsage()
 
 
 def _pepper(settings: Settings) -> bytes:
@@ -137,20 +142,3 @@ def write_secret_file(path: Path, secret: str) -> None:
     with os.fdopen(descriptor, "w") as handle:
         handle.write(secret + "\n")
     os.chmod(path, 0o600)  # the file may have existed with a wider mode
-
-
-async def _start_part(part: object) -> None:
-    start = getattr(part, "start", None)
-    if start is not None:
-        await start()
-
-
-async def _stop_part(part: object) -> None:
-    for name in ("stop", "aclose"):
-        method = getattr(part, name, None)
-        if method is not None:
-            try:
-                await method()
-            except Exception:  # stopping must go on for the other parts
-                logger.warning("stopping %s failed", type(part).__name__, exc_info=True)
-            return

@@ -112,16 +112,21 @@ class FakeTokenEngine(TokenEngine):
     def _constrained(
         self, request: GenerationRequest, limit: int
     ) -> list[tuple[int, float, tuple[tuple[int, float], ...]]]:
+        """Follow the script while the constraint allows it, else sample uniformly among the
+        allowed tokens (so the grammar alone decides what comes out)."""
         seed = request.params.seed if request.params.seed is not None else _stable_seed(request)
         rng = random.Random(seed)
+        script = list(self.script(request))
         constraint = request.constraint
         assert constraint is not None
         out = []
-        for _ in range(limit):
+        for position in range(limit):
             logits = torch.zeros(self.vocab_size)
             constraint.mask_logits(logits)
             allowed = torch.nonzero(logits > -math.inf).flatten().tolist()
-            token_id = int(rng.choice(allowed))
+            scripted = script[position] if position < len(script) else None
+            on_script = scripted is not None and logits[scripted] > -math.inf
+            token_id = int(scripted) if on_script else int(rng.choice(allowed))
             constraint.accept(token_id)
             out.append((token_id, -math.log(len(allowed)), ()))
             if token_id in self.eos_token_ids or constraint.is_finished():

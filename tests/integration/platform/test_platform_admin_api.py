@@ -102,7 +102,7 @@ async def test_roles_limit_what_a_projects_own_keys_may_do(admin: Any, tenant_fa
         )
         if response.status_code >= 400:
             assert set(response.json()["error"]) == {"message", "type", "param", "code"}
-        return response.status_code
+        return int(response.status_code)
 
     keys_path = f"/admin/v1/projects/{project}/keys"
     assert await status("GET", keys_path, "viewer") == 200

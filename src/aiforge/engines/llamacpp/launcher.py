@@ -1,0 +1,66 @@
+"""How to start a llama.cpp replica: ``python -m aiforge.engines.llamacpp``.
+
+Importable without llama-cpp-python, so aiforge can say why the engine is unavailable.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import ClassVar
+
+from aiforge.engines.base import Availability, Engine, LaunchPlan, ReplicaSpec
+from aiforge.engines.llamacpp.paths import find_gguf
+
+__all__ = ["INSTALL_HINT", "LlamaCppEngine"]
+
+INSTALL_HINT = (
+    "CMAKE_ARGS=\"-DGGML_NATIVE=OFF\" pip install 'aiforge[llamacpp]' "
+    "(compiles llama.cpp, several minutes)"
+)
+
+
+class LlamaCppEngine(Engine):
+    """GGUF models on CPU, continuously batched over llama.cpp's low-level API."""
+
+    name: ClassVar[str] = "llamacpp"
+
+    def availability(self) -> Availability:
+        try:
+            import llama_cpp  # noqa: F401
+        except (ImportError, OSError) as exc:
+            return Availability(False, f"llama-cpp-python is not usable ({exc}); {INSTALL_HINT}")
+        return Availability(True)
+
+    def supports(self, model_path: Path) -> bool:
+        return find_gguf(model_path) is not None
+
+    def launch_plan(self, spec: ReplicaSpec) -> LaunchPlan:
+        gguf = find_gguf(spec.model_path)
+        if gguf is None:
+            raise ValueError(
+                f"{spec.model_path} is not a .gguf file or a directory holding exactly one"
+            )
+        if spec.is_embedding:
+            raise ValueError(
+                "the llama.cpp engine does not serve embedding models; use the transformers engine"
+            )
+        argv = [
+            sys.executable,
+            "-m",
+            "aiforge.engines.llamacpp",
+            "--model",
+            str(gguf),
+            "--served-model-name",
+            spec.served_model_name,
+            "--host",
+            spec.host,
+            "--port",
+            str(spec.port),
+        ]
+        if spec.max_model_len is not None:
+            argv += ["--max-model-len", str(spec.max_model_len)]
+        if spec.threads is not None:
+            argv += ["--threads", str(spec.threads)]
+        argv += spec.extra_args
+        return LaunchPlan(argv=tuple(argv), startup_timeout_s=120.0)

@@ -1,0 +1,69 @@
+"""Build the llama.cpp engine and its Hugging Face tokenizer for a replica."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from aiforge.engines.llamacpp.engine import LlamaCppTokenEngine
+from aiforge.engines.llamacpp.paths import find_gguf
+from aiforge.engines.llamacpp.runner import LlamaRunner, RunnerConfig, silence_llama_logs
+from aiforge.engines.server.main import ReplicaArgs
+
+__all__ = ["build_engine", "load_tokenizer"]
+
+log = logging.getLogger("aiforge.engines.llamacpp")
+
+
+def load_tokenizer(gguf_path: Path) -> PreTrainedTokenizerBase:
+    """The Hugging Face tokenizer of a GGUF model.
+
+    From ``tokenizer.json`` beside the file when present (exact, with its chat template),
+    else rebuilt by transformers from the GGUF's own tokenizer metadata. Either way its ids
+    are llama.cpp's ids: both come from the same vocabulary.
+    """
+    folder = gguf_path.parent
+    if (folder / "tokenizer.json").is_file():
+        return AutoTokenizer.from_pretrained(folder)
+    return AutoTokenizer.from_pretrained(folder, gguf_file=gguf_path.name)
+
+
+def open_runner(args: ReplicaArgs) -> LlamaRunner:
+    """Load the GGUF named by ``args.model`` into a multi-sequence llama.cpp context."""
+    if args.embedding:
+        raise ValueError(
+            "the llama.cpp engine serves chat and completion models only; "
+            "serve embedding models with the transformers engine"
+        )
+    gguf = find_gguf(args.model)
+    if gguf is None:
+        raise ValueError(f"{args.model} is not a .gguf file or a directory holding exactly one")
+    silence_llama_logs()
+    config = RunnerConfig(
+        model_path=gguf,
+        max_model_len=args.max_model_len,
+        max_num_seqs=args.max_num_seqs,
+        threads=args.threads,
+    )
+    return LlamaRunner(config)
+
+
+async def build_engine(args: ReplicaArgs) -> tuple[LlamaCppTokenEngine, PreTrainedTokenizerBase]:
+    """Load model and tokenizer off the event loop, start the engine thread."""
+    runner = await asyncio.to_thread(open_runner, args)
+    gguf = find_gguf(args.model)
+    assert gguf is not None  # open_runner checked it
+    tokenizer = await asyncio.to_thread(load_tokenizer, gguf)
+    log.info(
+        "llama.cpp: %s, %d sequences x %d tokens, batch %d",
+        gguf.name,
+        runner.max_num_seqs,
+        runner.max_model_len,
+        runner.max_batch_tokens,
+    )
+    engine = LlamaCppTokenEngine(runner)
+    await engine.start()
+    return engine, tokenizer

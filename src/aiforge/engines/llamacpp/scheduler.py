@@ -1,0 +1,247 @@
+"""Continuous batching over llama.cpp sequence ids: a pure state machine.
+
+llama.cpp batches by *sequence id*: one ``llama_batch`` carries tokens of many sequences,
+each tagged with its ``seq_id`` and position, and every sequence owns its own slice of the
+KV cache. This scheduler decides, step by step, which tokens go into that batch:
+
+* every running sequence past its prompt contributes one token (its last sampled one);
+* sequences still in their prompt (prefill) contribute a chunk, in arrival order, within
+  the batch's token budget (``n_batch``), so a long prompt never stalls decoding for more
+  than one step;
+* waiting requests take a free sequence id at the start of a step (they *join* at a token
+  boundary); finished and aborted ones give theirs back, and the next plan lists the ids
+  whose KV the runner must clear before decoding (they *leave* at a token boundary).
+
+The loop calls :meth:`BatchScheduler.schedule`, decodes the plan, samples one token for
+each entry of :attr:`StepPlan.sample` and feeds them back via
+:meth:`BatchScheduler.update_from_output`, which says who finished and why. No llama.cpp,
+torch, threads or clocks here.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from aiforge.engines.core import FinishReason, TokenEvent
+
+__all__ = [
+    "BatchScheduler",
+    "BatchToken",
+    "SampledOutput",
+    "SequenceSpec",
+    "StepEvent",
+    "StepPlan",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class SequenceSpec:
+    """A request as the scheduler needs it: tokens in, and when to stop.
+
+    ``stop_token_ids`` already includes the model's EOS ids unless the request ignores EOS.
+    """
+
+    request_id: str
+    prompt_token_ids: tuple[int, ...]
+    max_tokens: int
+    stop_token_ids: frozenset[int] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class BatchToken:
+    """One entry of a ``llama_batch``."""
+
+    seq_id: int
+    token_id: int
+    position: int
+    wants_logits: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StepPlan:
+    """What the runner does in one step, in this order: clear KV, decode, sample."""
+
+    released_seq_ids: tuple[int, ...]
+    """Sequence ids whose KV must be cleared before decoding (their owner left)."""
+    tokens: tuple[BatchToken, ...]
+    sample: tuple[tuple[str, int], ...]
+    """``(request_id, batch_index)``: sample a token from the logits of that batch entry."""
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.tokens)
+
+
+@dataclass(frozen=True, slots=True)
+class SampledOutput:
+    """The token the runner sampled for one request of the plan."""
+
+    request_id: str
+    token_id: int
+    logprob: float | None = None
+    top_logprobs: tuple[tuple[int, float], ...] = ()
+    constraint_finished: bool = False
+    """The request's grammar is complete: it ends with finish_reason ``"stop"``."""
+
+
+@dataclass(frozen=True, slots=True)
+class StepEvent:
+    request_id: str
+    event: TokenEvent
+
+
+@dataclass(slots=True)
+class _Sequence:
+    spec: SequenceSpec
+    seq_id: int
+    output: list[int] = field(default_factory=list)
+    num_computed: int = 0
+    """Tokens already decoded into this sequence's KV cache."""
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.spec.prompt_token_ids) + len(self.output)
+
+    @property
+    def in_prefill(self) -> bool:
+        return self.num_computed < len(self.spec.prompt_token_ids)
+
+
+class BatchScheduler:
+    """Waiting and running queues over ``max_num_seqs`` llama.cpp sequence ids.
+
+    ``max_batch_tokens`` is the context's ``n_batch``; it must hold at least one decode
+    token per sequence. ``max_model_len`` is each sequence's KV capacity: prompt plus
+    output never exceed it.
+    """
+
+    def __init__(self, *, max_num_seqs: int, max_batch_tokens: int, max_model_len: int) -> None:
+        if max_num_seqs < 1:
+            raise ValueError("max_num_seqs must be at least 1")
+        if max_batch_tokens < max_num_seqs:
+            raise ValueError(
+                f"max_batch_tokens ({max_batch_tokens}) must be >= max_num_seqs ({max_num_seqs})"
+            )
+        self.max_model_len = max_model_len
+        self.max_batch_tokens = max_batch_tokens
+        self._free_ids: list[int] = list(range(max_num_seqs - 1, -1, -1))
+        self._waiting: deque[SequenceSpec] = deque()
+        self._running: dict[str, _Sequence] = {}
+        self._released: list[int] = []
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def num_running(self) -> int:
+        return len(self._running)
+
+    @property
+    def has_unfinished(self) -> bool:
+        return bool(self._waiting or self._running)
+
+    def running_seq_ids(self) -> dict[str, int]:
+        return {rid: seq.seq_id for rid, seq in self._running.items()}
+
+    def add(self, spec: SequenceSpec) -> None:
+        """Queue a request; it joins the batch at the next :meth:`schedule` with a free id."""
+        n_prompt = len(spec.prompt_token_ids)
+        if n_prompt == 0:
+            raise ValueError("the prompt must hold at least one token")
+        if n_prompt >= self.max_model_len:
+            raise ValueError(
+                f"the prompt has {n_prompt} tokens but the context holds {self.max_model_len}"
+            )
+        if spec.max_tokens < 1:
+            raise ValueError("max_tokens must be at least 1")
+        self._waiting.append(spec)
+
+    def abort(self, request_id: str) -> bool:
+        """Drop a request wherever it is; its sequence id is released at the next step."""
+        for spec in self._waiting:
+            if spec.request_id == request_id:
+                self._waiting.remove(spec)
+                return True
+        seq = self._running.pop(request_id, None)
+        if seq is None:
+            return False
+        self._release(seq)
+        return True
+
+    def abort_all(self) -> list[str]:
+        """Drop every request (shutdown); returns their ids, running ones first."""
+        ids = [*self._running, *(spec.request_id for spec in self._waiting)]
+        for rid in ids:
+            self.abort(rid)
+        return ids
+
+    def schedule(self) -> StepPlan:
+        """Admit waiting requests, then plan one decode token per running sequence and
+        prompt chunks for sequences in prefill, within ``max_batch_tokens``."""
+        released, self._released = tuple(self._released), []
+        while self._waiting and self._free_ids:
+            spec = self._waiting.popleft()
+            self._running[spec.request_id] = _Sequence(spec, self._free_ids.pop())
+        tokens: list[BatchToken] = []
+        sample: list[tuple[str, int]] = []
+        for rid, seq in self._running.items():
+            if not seq.in_prefill:
+                sample.append((rid, len(tokens)))
+                tokens.append(BatchToken(seq.seq_id, seq.output[-1], seq.num_computed, True))
+                seq.num_computed += 1
+        for rid, seq in self._running.items():
+            budget = self.max_batch_tokens - len(tokens)
+            if budget <= 0:
+                break
+            if seq.in_prefill:
+                self._plan_prefill(rid, seq, budget, tokens, sample)
+        return StepPlan(released, tuple(tokens), tuple(sample))
+
+    def _plan_prefill(
+        self,
+        request_id: str,
+        seq: _Sequence,
+        budget: int,
+        tokens: list[BatchToken],
+        sample: list[tuple[str, int]],
+    ) -> None:
+        prompt = seq.spec.prompt_token_ids
+        end = min(len(prompt), seq.num_computed + budget)
+        for pos in range(seq.num_computed, end):
+            last = pos == len(prompt) - 1
+            if last:
+                sample.append((request_id, len(tokens)))
+            tokens.append(BatchToken(seq.seq_id, prompt[pos], pos, last))
+        seq.num_computed = end
+
+    def update_from_output(self, outputs: list[SampledOutput]) -> list[StepEvent]:
+        """Record sampled tokens; finished requests leave and release their sequence id.
+
+        Outputs of requests aborted since the plan was made are ignored.
+        """
+        events: list[StepEvent] = []
+        for out in outputs:
+            seq = self._running.get(out.request_id)
+            if seq is None:
+                continue
+            seq.output.append(out.token_id)
+            reason = self._finish_reason(seq, out)
+            if reason is not None:
+                del self._running[out.request_id]
+                self._release(seq)
+            event = TokenEvent(out.token_id, out.logprob, out.top_logprobs, reason)
+            events.append(StepEvent(out.request_id, event))
+        return events
+
+    def _finish_reason(self, seq: _Sequence, out: SampledOutput) -> FinishReason | None:
+        if out.constraint_finished or out.token_id in seq.spec.stop_token_ids:
+            return "stop"
+        if len(seq.output) >= seq.spec.max_tokens or seq.num_tokens >= self.max_model_len:
+            return "length"
+        return None
+
+    def _release(self, seq: _Sequence) -> None:
+        self._released.append(seq.seq_id)
+        self._free_ids.append(seq.seq_id)

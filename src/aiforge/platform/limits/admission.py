@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -65,6 +66,9 @@ class LimitAdmission:
         self._lease_s = lease_s
         self._in_flight: dict[str, tuple[str, ...]] = {}
         self._renewal: asyncio.Task[None] | None = None
+        # Slot ids must be unique across gateways; a random prefix and a counter are cheap.
+        self._slot_prefix = f"{uuid.uuid4().hex[:12]}-"
+        self._slot_numbers = itertools.count()
 
     @property
     def store(self) -> Store:
@@ -85,7 +89,7 @@ class LimitAdmission:
             subjects,
             now=self._clock(),
             estimated_tokens=estimated_tokens,
-            slot_id=uuid.uuid4().hex,
+            slot_id=f"{self._slot_prefix}{next(self._slot_numbers)}",
             lease_s=self._lease_s,
         )
         refusal = await self._store.reserve(planned.plan)

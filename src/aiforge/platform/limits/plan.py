@@ -51,12 +51,16 @@ class LimitLabel:
 
     limit_name: str
     """E.g. ``key.requests_per_minute``."""
-    description: str
     subject: str
     limit: int
     cost: int
     unit: str
     period: BudgetPeriod | None = None
+
+    @property
+    def description(self) -> str:
+        field = self.limit_name.split(".", 1)[1]
+        return "concurrent requests" if field == "max_concurrent" else field.replace("_", " ")
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,11 +98,12 @@ class _Charges:
 def _label(
     s: Subject, field: str, limit: int, cost: int, unit: str, period: BudgetPeriod | None = None
 ) -> LimitLabel:
-    description = field.replace("_", " ").replace("max concurrent", "concurrent requests")
-    return LimitLabel(f"{s.scope}.{field}", description, s.display, limit, cost, unit, period)
+    return LimitLabel(f"{s.scope}.{field}", s.display, limit, cost, unit, period)
 
 
-def _add_subject(charges: _Charges, s: Subject, tokens: int, now: float) -> None:
+def _add_subject(
+    charges: _Charges, s: Subject, tokens: int, periods: tuple[BudgetPeriod, BudgetPeriod]
+) -> None:
     base, p = f"{s.scope}:{s.subject_id}", s.policy
     if p.requests_per_minute is not None:
         label = _label(s, "requests_per_minute", p.requests_per_minute, 1, "requests")
@@ -106,10 +111,7 @@ def _add_subject(charges: _Charges, s: Subject, tokens: int, now: float) -> None
     if p.tokens_per_minute is not None:
         label = _label(s, "tokens_per_minute", p.tokens_per_minute, tokens, "tokens")
         charges.windows.append((WindowCharge(f"{base}:tpm", p.tokens_per_minute, tokens), label))
-    for period, budget in (
-        (day_period(now), p.tokens_per_day),
-        (month_period(now), p.tokens_per_month),
-    ):
+    for period, budget in zip(periods, (p.tokens_per_day, p.tokens_per_month), strict=True):
         if budget is not None:
             key = budget_key(s.scope, s.subject_id, period)
             label = _label(s, f"tokens_per_{period.name}", budget, tokens, "tokens", period)
@@ -131,8 +133,9 @@ def plan_reservation(
     """Every charge the request makes, for one atomic check-and-reserve."""
     tokens = max(0, estimated_tokens)
     charges = _Charges([], [], [])
+    periods = (day_period(now), month_period(now))
     for subject in subjects:
-        _add_subject(charges, subject, tokens, now)
+        _add_subject(charges, subject, tokens, periods)
     plan = ReservationPlan(
         now=now,
         now_index=bucket_index(now),

@@ -16,6 +16,7 @@ they belong to; a new period starts a new counter, so nothing needs resetting.
 from __future__ import annotations
 
 import calendar
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -100,13 +101,25 @@ class BudgetPeriod:
 
 
 def day_period(now: float) -> BudgetPeriod:
+    return _day_period(math.floor(now / 86_400.0))
+
+
+def month_period(now: float) -> BudgetPeriod:
+    return _month_period(math.floor(now / 86_400.0))
+
+
+# Periods change once a day: cache them by UTC day number (they sit on the request path).
+@functools.lru_cache(maxsize=64)
+def _day_period(day_number: int) -> BudgetPeriod:
+    now = day_number * 86_400.0
     moment = datetime.fromtimestamp(now, UTC)
     start = datetime(moment.year, moment.month, moment.day, tzinfo=UTC)
     return BudgetPeriod("day", start.strftime("%Y-%m-%d"), start.timestamp() + 86_400.0)
 
 
-def month_period(now: float) -> BudgetPeriod:
-    moment = datetime.fromtimestamp(now, UTC)
+@functools.lru_cache(maxsize=64)
+def _month_period(day_number: int) -> BudgetPeriod:
+    moment = datetime.fromtimestamp(day_number * 86_400.0, UTC)
     days = calendar.monthrange(moment.year, moment.month)[1]
     start = datetime(moment.year, moment.month, 1, tzinfo=UTC)
     return BudgetPeriod("month", start.strftime("%Y-%m"), start.timestamp() + days * 86_400.0)

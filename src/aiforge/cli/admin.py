@@ -103,7 +103,7 @@ def _show(data: Any, columns: Sequence[str], *, as_json: bool, title: str) -> No
     rows = data if isinstance(data, list) else [data]
     table = Table(title=title)
     for column in columns:
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # never hide an id behind an ellipsis
     for row in rows:
         table.add_row(*(_cell(row.get(column)) for column in columns))
     _console.print(table)

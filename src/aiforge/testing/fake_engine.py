@@ -22,7 +22,13 @@ import httpx
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from aiforge.engines.core import EngineModelInfo, GenerationRequest, TokenEngine, TokenEvent
+from aiforge.engines.core import (
+    EngineModelInfo,
+    FinishReason,
+    GenerationRequest,
+    TokenEngine,
+    TokenEvent,
+)
 
 Script = Callable[[GenerationRequest], Sequence[int]]
 
@@ -119,14 +125,14 @@ class FakeTokenEngine(TokenEngine):
         script = list(self.script(request))
         constraint = request.constraint
         assert constraint is not None
-        out = []
+        out: list[tuple[int, float, tuple[tuple[int, float], ...]]] = []
         for position in range(limit):
             logits = torch.zeros(self.vocab_size)
             constraint.mask_logits(logits)
             allowed = torch.nonzero(logits > -math.inf).flatten().tolist()
             scripted = script[position] if position < len(script) else None
             on_script = scripted is not None and logits[scripted] > -math.inf
-            token_id = int(scripted) if on_script else int(rng.choice(allowed))
+            token_id = scripted if scripted is not None and on_script else int(rng.choice(allowed))
             constraint.accept(token_id)
             out.append((token_id, -math.log(len(allowed)), ()))
             if token_id in self.eos_token_ids or constraint.is_finished():
@@ -135,7 +141,7 @@ class FakeTokenEngine(TokenEngine):
 
     def _finish(
         self, request: GenerationRequest, position: int, count: int, token_id: int
-    ) -> str | None:
+    ) -> FinishReason | None:
         if position < count - 1:
             return None
         if token_id in self.eos_token_ids and not request.params.ignore_eos:

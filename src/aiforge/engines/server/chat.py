@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -194,7 +194,7 @@ class ChatService:
                 index=i,
                 message=builders[i].message(),
                 logprobs=self._choice_logprobs(plan, logprobs[i]),
-                finish_reason=_finish_reason(finish[i], outputs[i]),  # type: ignore[arg-type]
+                finish_reason=_finish_reason(finish[i], outputs[i]),
             )
             for i in range(len(plan.specs))
         ]
@@ -256,7 +256,7 @@ class ChatService:
     ) -> ChatCompletionChunk:
         choices = []
         if index is not None and delta is not None:
-            choice = ChatStreamChoice(index=index, delta=delta, finish_reason=finish)  # type: ignore[arg-type]
+            choice = ChatStreamChoice(index=index, delta=delta, finish_reason=finish)
             if logprobs is not None:
                 choice.logprobs = logprobs
             choices.append(choice)
@@ -373,7 +373,7 @@ def render_prompt(ctx: ReplicaContext, request: ChatCompletionRequest, *, offer_
     """
     kwargs = dict(request.chat_template_kwargs or {})
     kwargs.setdefault("enable_thinking", True)
-    tools = None
+    tools: list[dict[str, Any] | Callable[..., Any]] | None = None
     if offer_tools and request.tools:
         tools = [tool.model_dump(exclude_none=True) for tool in request.tools]
     try:

@@ -19,6 +19,7 @@ from aiforge.engines.server.generation import (
 from aiforge.engines.server.logprobs import completion_logprobs
 from aiforge.engines.server.params import (
     RequestedSampling,
+    as_batch,
     build_sampling_params,
     normalize_stop,
     resolve_max_tokens,
@@ -93,13 +94,7 @@ class CompletionService:
         )
 
     def _prompts(self, request: CompletionRequest) -> list[list[int]]:
-        prompt = request.prompt
-        if isinstance(prompt, str):
-            prompts: list[str] | list[list[int]] = [prompt]
-        elif prompt and isinstance(prompt[0], int):
-            prompts = [list(prompt)]  # type: ignore[arg-type]
-        else:
-            prompts = list(prompt)  # type: ignore[arg-type]
+        prompts = as_batch(request.prompt)
         if not prompts:
             raise invalid_param("`prompt` must not be empty.", "prompt")
         vocab = self._ctx.engine.info.vocab_size
@@ -142,7 +137,7 @@ class CompletionService:
                 index=i,
                 text=texts[i],
                 logprobs=self._logprobs(plan, tokens[i], len(plan.echoes[i])),
-                finish_reason=finish[i],  # type: ignore[arg-type]
+                finish_reason=finish[i],
             )
             for i in range(len(plan.specs))
         ]
@@ -191,7 +186,7 @@ class CompletionService:
             index=index,
             text=text,
             logprobs=logprobs,
-            finish_reason=finish,  # type: ignore[arg-type]
+            finish_reason=finish,
         )
         return CompletionResponse(
             id=plan.id, created=plan.created, model=self._ctx.served_model_name, choices=[choice]

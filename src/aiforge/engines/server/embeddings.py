@@ -8,6 +8,7 @@ import struct
 import time
 
 from aiforge.engines.server.context import ReplicaContext
+from aiforge.engines.server.params import as_batch
 from aiforge.protocol.openai.embeddings import (
     Embedding,
     EmbeddingRequest,
@@ -66,14 +67,7 @@ class EmbeddingService:
         )
 
     def _inputs(self, request: EmbeddingRequest) -> list[list[int]]:
-        value = request.input
-        items: list[str] | list[list[int]]
-        if isinstance(value, str):
-            items = [value]
-        elif value and isinstance(value[0], int):
-            items = [list(value)]  # type: ignore[arg-type]
-        else:
-            items = list(value)  # type: ignore[arg-type]
+        items = as_batch(request.input)
         if not items or len(items) > MAX_INPUTS:
             raise invalid_param(f"`input` must hold 1 to {MAX_INPUTS} items.", "input")
         limit = self._ctx.max_model_len

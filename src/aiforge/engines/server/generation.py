@@ -9,7 +9,6 @@ the sequence's batch slot.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -26,7 +25,7 @@ from aiforge.engines.core import (
 )
 from aiforge.engines.server.detokenizer import IncrementalDetokenizer
 from aiforge.engines.server.stop import StopMatcher
-from aiforge.protocol.openai.errors import engine_error
+from aiforge.protocol.openai.errors import OpenAIError, engine_error
 
 T = TypeVar("T")
 
@@ -88,25 +87,30 @@ async def run_sequence(
     detokenizer = IncrementalDetokenizer(tokenizer)
     stop = StopMatcher(spec.stops)
     pending: list[TokenEvent] = []
+    events = engine.generate(request)
     try:
-        async with contextlib.aclosing(engine.generate(request)) as events:
-            async for event in events:
-                _count(stats, event)
-                pending.append(event)
-                text = stop.push(detokenizer.push(event.token_id))
-                if event.finish_reason is not None or stop.stopped:
-                    if not stop.stopped:
-                        text += stop.push(detokenizer.flush())
-                        text += stop.flush()
-                    yield SequenceDelta(spec.index, text, pending, _finish(event, stop))
-                    return
-                if text:
-                    yield SequenceDelta(spec.index, text, pending)
-                    pending = []
-    except (asyncio.CancelledError, GeneratorExit):
+        async for event in events:
+            _count(stats, event)
+            pending.append(event)
+            text = stop.push(detokenizer.push(event.token_id))
+            if event.finish_reason is not None or stop.stopped:
+                if not stop.stopped:
+                    text += stop.push(detokenizer.flush())
+                    text += stop.flush()
+                yield SequenceDelta(spec.index, text, pending, _finish(event, stop))
+                return
+            if text:
+                yield SequenceDelta(spec.index, text, pending)
+                pending = []
+    except (asyncio.CancelledError, GeneratorExit, OpenAIError):
         raise
     except Exception as exc:
         raise engine_error(f"The engine failed while generating: {exc}") from exc
+    finally:
+        # Closing the engine's stream aborts the request and frees its batch slot.
+        close = getattr(events, "aclose", None)
+        if close is not None:
+            await close()
     # The engine ended the stream without a finish reason: it is shutting down.
     raise engine_error("The engine stopped before the sequence finished.", unavailable=True)
 
@@ -134,9 +138,14 @@ async def merge_streams(streams: Sequence[AsyncIterator[T]]) -> AsyncIterator[T]
     the tasks are cancelled, which closes the iterators (and so aborts engine requests).
     """
     if len(streams) == 1:
-        async with contextlib.aclosing(streams[0]) as only:  # type: ignore[type-var]
+        only = streams[0]
+        try:
             async for item in only:
                 yield item
+        finally:
+            close = getattr(only, "aclose", None)
+            if close is not None:
+                await close()
         return
     queue: asyncio.Queue[tuple[int, T | None, BaseException | None]] = asyncio.Queue()
 
@@ -153,13 +162,13 @@ async def merge_streams(streams: Sequence[AsyncIterator[T]]) -> AsyncIterator[T]
     try:
         remaining = len(tasks)
         while remaining:
-            _, item, error = await queue.get()
+            _, received, error = await queue.get()
             if error is not None:
                 raise error
-            if item is None:
+            if received is None:
                 remaining -= 1
                 continue
-            yield item
+            yield received
     finally:
         for task in tasks:
             task.cancel()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from aiforge.engines.core import SamplingParams
 from aiforge.protocol.openai.errors import context_length_exceeded, invalid_param
@@ -101,3 +101,12 @@ def normalize_stop(stop: str | list[str] | None) -> list[str]:
     if any(not s for s in stops):
         raise invalid_param("Stop strings must not be empty.", "stop")
     return stops
+
+
+def as_batch(value: str | list[str] | list[int] | list[list[int]]) -> list[str | list[int]]:
+    """A prompt/input parameter as a list of items (each text or token ids)."""
+    if isinstance(value, str):
+        return [value]
+    if value and isinstance(value[0], int):
+        return [value]
+    return [cast(str | list[int], item) for item in value]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -100,6 +101,7 @@ class PlatformAuthenticator:
         self._clock = clock
         self._refresh_interval_s = refresh_interval_s
         self._snapshot = AccessSnapshot()
+        self._swap_lock = threading.Lock()
         self._poller: asyncio.Task[None] | None = None
 
     # -- the request path (memory only) -----------------------------------------
@@ -135,7 +137,11 @@ class PlatformAuthenticator:
         """Replace the snapshot with the database's current keys and limits."""
         with self._sessions() as session:
             snapshot = load_snapshot(session)
-        self._snapshot = snapshot
+        with self._swap_lock:
+            # A slower concurrent reload (the poller) must not put back an older snapshot.
+            if snapshot.version < self._snapshot.version:
+                return
+            self._snapshot = snapshot
         logger.debug(
             "key cache reloaded: %d keys, version %d", len(snapshot.keys), snapshot.version
         )

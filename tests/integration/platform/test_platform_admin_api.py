@@ -10,8 +10,6 @@ import pytest
 from aiforge.gateway.access import AuthError
 from aiforge.platform.limits.policy import LimitPolicy
 
-pytestmark = pytest.mark.postgres
-
 
 def bearer(token: str) -> str:
     return f"Bearer {token}"

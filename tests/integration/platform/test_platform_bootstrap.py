@@ -26,8 +26,6 @@ from aiforge.platform.db.migrate import (
 from aiforge.platform.db.tables import load_all_tables
 from aiforge.platform.db.tenancy import OrganizationRow
 
-pytestmark = pytest.mark.postgres
-
 CONFIGURED_KEY = "automation-admin-key-0123456789"
 
 

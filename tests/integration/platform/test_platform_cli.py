@@ -13,8 +13,6 @@ from typer.testing import CliRunner
 
 from aiforge.cli.admin import register
 
-pytestmark = pytest.mark.postgres
-
 
 def cli_app() -> typer.Typer:
     app = typer.Typer()

@@ -60,6 +60,7 @@ def test_tool_choice_named_and_required(server: RemoteAiforgeServer) -> None:
         tools=[WEATHER, TIME],
         max_tokens=64,  # type: ignore[arg-type, list-item]
         tool_choice={"type": "function", "function": {"name": "get_time"}},
+        parallel_tool_calls=False,
         extra_body=NO_THINK,
     )
     calls = named.choices[0].message.tool_calls
@@ -72,12 +73,13 @@ def test_tool_choice_named_and_required(server: RemoteAiforgeServer) -> None:
         tools=[WEATHER, TIME],
         max_tokens=96,  # type: ignore[arg-type, list-item]
         tool_choice="required",
+        parallel_tool_calls=False,
         extra_body=NO_THINK,
     )
     calls = required.choices[0].message.tool_calls
     assert calls
-    for call in calls:
-        _check_call(call, call.function.name)
+    assert len(calls) == 1
+    _check_call(calls[0], calls[0].function.name)
     assert required.choices[0].finish_reason == "tool_calls"
 
 
@@ -88,6 +90,7 @@ def test_tool_call_streamed_deltas(server: RemoteAiforgeServer) -> None:
         "tools": [WEATHER],
         "max_tokens": 64,
         "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+        "parallel_tool_calls": False,
         **NO_THINK,
     }
     chunks = chat_chunks(server, body)

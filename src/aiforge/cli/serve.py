@@ -208,7 +208,7 @@ async def _start_replica(table: ReplicaTable, options: ServeOptions, settings: S
 
 
 def _resolve_model(settings: Settings) -> Any:
-    from aiforge.models.sources import resolve_model  # type: ignore[import-not-found,unused-ignore]
+    from aiforge.models.sources import resolve_model
 
     return resolve_model(settings.model, settings, progress)
 

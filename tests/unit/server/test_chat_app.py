@@ -68,7 +68,8 @@ async def test_chat_stream_tool_call_deltas(replica: ClientFactory) -> None:
     deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
     calls = [tc for d in deltas for tc in d.get("tool_calls", [])]
     assert calls[0]["id"].startswith("call_")
-    assert calls[0]["function"]["name"] == "get_weather" and calls[0]["type"] == "function"
+    assert calls[0]["function"]["name"] == "get_weather"
+    assert calls[0]["type"] == "function"
     assert all("id" not in c and "name" not in c["function"] for c in calls[1:])
     arguments = "".join(c["function"].get("arguments", "") for c in calls)
     assert json.loads(arguments) == {"city": "Paris"}
@@ -77,7 +78,8 @@ async def test_chat_stream_tool_call_deltas(replica: ClientFactory) -> None:
     assert not "".join(d.get("content") or "" for d in deltas)
     finishes = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]]
     assert finishes[-1] == "tool_calls"
-    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] > 0
+    assert chunks[-1]["choices"] == []
+    assert chunks[-1]["usage"]["completion_tokens"] > 0
 
 
 async def test_chat_tool_call_whole_response(replica: ClientFactory) -> None:
@@ -100,7 +102,8 @@ async def test_tool_choice_none_hides_tools_and_keeps_text(
         body = chat_body(tools=[WEATHER_TOOL], tool_choice="none")
         response = await client.post("/v1/chat/completions", json=body)
     message = response.json()["choices"][0]["message"]
-    assert "tool_calls" not in message and "<tool_call>" in message["content"]
+    assert "tool_calls" not in message
+    assert "<tool_call>" in message["content"]
     # The template was rendered without tools: no tool instructions in the prompt.
     prompt = tokenizer.decode(engine.requests[0].prompt_token_ids)
     assert "get_weather" not in prompt
@@ -172,7 +175,8 @@ async def test_client_disconnect_aborts_engine_request(replica: ClientFactory) -
             if engine.aborted:
                 break
             await asyncio.sleep(0.01)
-    assert engine.aborted and engine.running == 0
+    assert engine.aborted
+    assert engine.running == 0
 
 
 async def test_models_health_metrics(replica: ClientFactory) -> None:

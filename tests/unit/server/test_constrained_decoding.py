@@ -104,7 +104,8 @@ async def test_invalid_schema_is_a_400(replica: Any) -> None:
         response = await client.post("/v1/chat/completions", json=body(response_format=bad))
     assert response.status_code == 400
     error = response.json()["error"]
-    assert error["param"] == "response_format" and "wrong" in error["message"]
+    assert error["param"] == "response_format"
+    assert "wrong" in error["message"]
 
 
 def test_grammar_waits_for_end_of_thinking(tokenizer: PreTrainedTokenizerBase) -> None:
@@ -119,7 +120,9 @@ def test_grammar_waits_for_end_of_thinking(tokenizer: PreTrainedTokenizerBase) -
     gated.mask_logits(logits)
     letter = tokenizer.encode("x", add_special_tokens=False)[0]
     brace = tokenizer.encode("{", add_special_tokens=False)[0]
-    assert logits[think] == 0 and logits[brace] == 0 and logits[letter] == -torch.inf
+    assert logits[think] == 0
+    assert logits[brace] == 0
+    assert logits[letter] == -torch.inf
     gated.accept(think)
     logits = torch.zeros(151936)
     gated.mask_logits(logits)
@@ -128,7 +131,8 @@ def test_grammar_waits_for_end_of_thinking(tokenizer: PreTrainedTokenizerBase) -
         gated.accept(token)
     logits = torch.zeros(151936)
     gated.mask_logits(logits)
-    assert logits[letter] == -torch.inf and logits[brace] == 0
+    assert logits[letter] == -torch.inf
+    assert logits[brace] == 0
     assert not gated.is_finished()
 
 
@@ -136,4 +140,5 @@ def test_invalid_ref_is_reported(tokenizer: PreTrainedTokenizerBase) -> None:
     cache = GrammarCompilerCache(tokenizer, vocab_size=151936, stop_token_ids=[151645])
     with pytest.raises(OpenAIError) as info:
         cache.json_schema({"$ref": "#/nowhere"}, param="response_format")
-    assert info.value.status_code == 400 and info.value.param == "response_format"
+    assert info.value.status_code == 400
+    assert info.value.param == "response_format"

@@ -49,7 +49,8 @@ async def test_unknown_model_malformed_json_and_too_large(replica: Any) -> None:
             "/v1/chat/completions", json={"model": MODEL, "messages": MESSAGES}
         )
     assert (missing.status_code, missing.json()["error"]["code"]) == (404, "model_not_found")
-    assert malformed.status_code == 400 and malformed.json()["error"]["code"] == "invalid_json"
+    assert malformed.status_code == 400
+    assert malformed.json()["error"]["code"] == "invalid_json"
     assert large.status_code == 413
     for response in (missing, malformed, large):
         assert_conforms("ErrorResponse", response.json())
@@ -62,7 +63,8 @@ async def test_context_length_exceeded_names_both_numbers(replica: Any) -> None:
             "/v1/chat/completions", json={"model": MODEL, "messages": MESSAGES, "max_tokens": 100}
         )
     error = response.json()["error"]
-    assert response.status_code == 400 and error["code"] == "context_length_exceeded"
+    assert response.status_code == 400
+    assert error["code"] == "context_length_exceeded"
     assert "maximum context length is 64 tokens" in error["message"]
     assert "100 in the completion" in error["message"]
 
@@ -74,7 +76,8 @@ async def test_engine_failure_is_500_and_replica_keeps_serving(replica: Any) -> 
         )
         engine.fail_with = None
         ok = await client.post("/v1/chat/completions", json={"model": MODEL, "messages": MESSAGES})
-    assert failed.status_code == 500 and "boom" in failed.json()["error"]["message"]
+    assert failed.status_code == 500
+    assert "boom" in failed.json()["error"]["message"]
     assert ok.status_code == 200
 
 
@@ -97,7 +100,8 @@ async def test_completions_logprobs_echo_and_suffix(replica: Any) -> None:
         len(logprobs["tokens"]) == len(logprobs["token_logprobs"]) == len(logprobs["text_offset"])
     )
     assert echoed.json()["choices"][0]["text"] == "Hello world, again"
-    assert suffix.status_code == 400 and suffix.json()["error"]["param"] == "suffix"
+    assert suffix.status_code == 400
+    assert suffix.json()["error"]["param"] == "suffix"
 
 
 async def test_embeddings(replica: Any) -> None:
@@ -110,10 +114,12 @@ async def test_embeddings(replica: Any) -> None:
     assert_conforms("CreateEmbeddingResponse", body)
     assert [len(d["embedding"]) for d in body["data"]] == [16, 16]
     vector = short.json()["data"][0]["embedding"]
-    assert len(vector) == 4 and abs(sum(x * x for x in vector) - 1) < 1e-6
+    assert len(vector) == 4
+    assert abs(sum(x * x for x in vector) - 1) < 1e-6
 
 
 async def test_embeddings_on_a_chat_model_is_400(replica: Any) -> None:
     async with replica() as (client, _):
         response = await client.post("/v1/embeddings", json={"model": MODEL, "input": "a"})
-    assert response.status_code == 400 and response.json()["error"]["param"] == "model"
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "model"

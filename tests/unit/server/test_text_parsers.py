@@ -99,7 +99,8 @@ def test_tool_calls_streamed_in_fragments(size: int) -> None:
     assert [c["name"] for c in calls.values()] == ["get_weather", "get_time"]
     assert json.loads(calls[0]["arguments"]) == {"city": "Paris", "opts": {"unit": "c"}}
     assert json.loads(calls[1]["arguments"]) == {"tz": "CET"}
-    assert calls[0]["id"].startswith("call_") and calls[0]["id"] != calls[1]["id"]
+    assert calls[0]["id"].startswith("call_")
+    assert calls[0]["id"] != calls[1]["id"]
 
 
 def test_arguments_before_name_and_invalid_blocks() -> None:
@@ -107,7 +108,8 @@ def test_arguments_before_name_and_invalid_blocks() -> None:
         '<tool_call>\n{"arguments": {"x": 1}, "name": "f"}\n</tool_call><tool_call>oops</tool_call>'
     )
     content, calls = collect(ToolCallParser(), pieces(text, 3))
-    assert calls[0]["name"] == "f" and json.loads(calls[0]["arguments"]) == {"x": 1}
+    assert calls[0]["name"] == "f"
+    assert json.loads(calls[0]["arguments"]) == {"x": 1}
     assert content == "<tool_call>oops</tool_call>"
 
 
@@ -129,7 +131,7 @@ def test_detokenizer_multibyte_characters(tokenizer: PreTrainedTokenizerBase) ->
 
 
 def test_detokenizer_skips_eos_but_keeps_think_markers(tokenizer: PreTrainedTokenizerBase) -> None:
-    ids = tokenizer.encode("<think>x</think>y", add_special_tokens=False) + [151645]
+    ids = [*tokenizer.encode("<think>x</think>y", add_special_tokens=False), 151645]
     detok = IncrementalDetokenizer(tokenizer)
     assert "".join(detok.push(i) for i in ids) + detok.flush() == "<think>x</think>y"
 

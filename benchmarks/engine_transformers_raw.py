@@ -88,7 +88,7 @@ def main() -> None:
         rows.append((streams, engine_tps, hf_tps))
         print(f"{streams:>2} streams: engine {engine_tps:6.1f} tok/s   "
               f"hf-generate {hf_tps:6.1f} tok/s   ratio {engine_tps / hf_tps:4.2f}")  # fmt: skip
-    (s1, e1, h1), (sn, en, hn) = rows
+    (_, e1, h1), (sn, en, hn) = rows
     print(f"scaling {sn} vs 1 stream: engine {en / e1:4.2f}x   hf-generate {hn / h1:4.2f}x")
 
 

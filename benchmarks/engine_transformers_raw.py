@@ -62,7 +62,8 @@ def _hf_run(loaded: LoadedModel, streams: int, new_tokens: int) -> float:
             pad_token_id=0,
         )
         elapsed = time.perf_counter() - started
-    return (out.shape[1] - prompts.shape[1]) * streams / elapsed
+    generated = int(out.shape[1] - prompts.shape[1]) * streams
+    return generated / elapsed
 
 
 def main() -> None:

@@ -57,8 +57,8 @@ TINY_VLLM_OVERRIDES: dict[str, Any] = {
     "max_position_embeddings": 4096,
 }
 """``aiforge.testing.models.tiny_qwen3(dir, **TINY_VLLM_OVERRIDES)`` builds a tiny random Qwen3
-that vLLM-CPU loads: its CPU attention kernels only take some head sizes (64, 80, 96, 112,
-128, 256), which the default tiny shape's 16 is not."""
+that vLLM-CPU loads: its CPU attention kernels only take some head sizes (32, 64, 80, 96,
+112, 128, 160, 192, 224, 256, 512 in 0.32), which the default tiny shape's 16 is not."""
 
 
 def vllm_venv_spec(*, gpu: bool) -> EngineVenvSpec:

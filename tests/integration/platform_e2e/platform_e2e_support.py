@@ -163,7 +163,4 @@ def ledger_rows(database_url: str, key_ids: Sequence[str]) -> list[LedgerRow]:
             ).all()  # fmt: skip
     finally:
         engine.dispose()
-    return [
-        LedgerRow(*row[:10], started_at=row.started_at.timestamp())
-        for row in rows
-    ]
+    return [LedgerRow(*row[:10], started_at=row.started_at.timestamp()) for row in rows]

@@ -11,7 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from aiforge.cli.engines import engine_statuses, engines_app
 from aiforge.config import Settings
 from aiforge.engines.base import ReplicaSpec
 from aiforge.engines.venv import (
@@ -27,6 +29,7 @@ from aiforge.engines.vllm import (
     TINY_VLLM_OVERRIDES,
     VllmEngine,
     VllmOptions,
+    has_nvidia_gpu,
     omp_threads_bind,
     vllm_argv,
     vllm_env,
@@ -307,3 +310,41 @@ def test_too_little_disk_is_refused_before_anything_is_created(tmp_path: Path) -
         venv.ensure(lambda _line: None)
 
     assert not venv.path.exists()
+
+
+# -- `aiforge engines` ------------------------------------------------------------------------
+
+
+def test_engine_statuses_say_why_vllm_is_missing_and_then_its_version(tmp_path: Path) -> None:
+    settings = Settings(cache_dir=tmp_path)
+
+    before = {status.name: status for status in engine_statuses(settings)}
+    _fake_installed(VllmEngine(settings, gpu=False).venv)
+    after = {status.name: status for status in engine_statuses(settings)}
+
+    assert set(before) == {"transformers", "llamacpp", "vllm"}
+    assert before["transformers"].ok
+    if not has_nvidia_gpu():  # with a GPU the engine wants the `vllm` venv instead
+        assert not before["vllm"].ok
+        assert "aiforge engines install vllm" in before["vllm"].detail
+        assert after["vllm"].ok
+        assert "0.32.0" in after["vllm"].detail
+
+
+def test_engines_list_prints_a_row_per_engine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIFORGE_CACHE_DIR", str(tmp_path))
+
+    result = CliRunner().invoke(engines_app, ["list"], env={"COLUMNS": "200"})
+
+    assert result.exit_code == 0, result.output
+    for name in ("transformers", "llamacpp", "vllm"):
+        assert name in result.output
+
+
+def test_engines_install_refuses_an_unknown_engine() -> None:
+    result = CliRunner().invoke(engines_app, ["install", "transformers"])
+
+    assert result.exit_code == 2
+    assert "vllm" in result.output

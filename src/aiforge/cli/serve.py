@@ -184,7 +184,10 @@ async def _start_replica(table: ReplicaTable, options: ServeOptions, settings: S
     if resolved.is_demo:
         progress("the demo model has RANDOM weights: it produces random text (for trying "
                  "aiforge offline); serve a real model with --model Qwen/Qwen3-0.6B")  # fmt: skip
-    selected = select_engine(settings.engine, resolved.path, settings, is_gguf=resolved.is_gguf)
+    selected = select_engine(
+        settings.engine, resolved.path, settings, is_gguf=resolved.is_gguf,
+        is_demo=resolved.is_demo,
+    )  # fmt: skip
     progress(f"engine: {selected.engine.name} ({selected.reason})")
     await asyncio.to_thread(prepare_engine, selected.engine, progress)
     name = options.served_model_name or resolved.served_name

@@ -6,7 +6,7 @@ follows DESIGN.md's table:
 * a GPU is present → vLLM
 * GGUF weights → llama.cpp
 * CPU, Hugging Face weights, the vLLM venv ready → vLLM (CPU build)
-* anything else (the offline demo, tests) → transformers
+* the offline demo, and anything else → transformers (starts in seconds)
 
 :func:`choose_engine` is the pure rule; :func:`select_engine` gathers the host facts,
 instantiates the engine and checks it can run the model.
@@ -81,10 +81,16 @@ def make_engine(name: str, settings: Settings) -> Engine:
     return cls()
 
 
-def choose_engine(requested: str, *, is_gguf: bool, facts: HostFacts) -> EngineChoice:
+def choose_engine(
+    requested: str, *, is_gguf: bool, facts: HostFacts, is_demo: bool = False
+) -> EngineChoice:
     """Pure rule: which engine serves this model, and why."""
     if requested != "auto":
         return EngineChoice(requested, f"--engine {requested} was requested")
+    if is_demo:
+        return EngineChoice(
+            "transformers", "the offline demo model: transformers starts in seconds"
+        )
     if is_gguf:
         return EngineChoice("llamacpp", "GGUF weights: llama.cpp serves them, with batching")
     if facts.gpu:
@@ -120,13 +126,14 @@ def host_facts(settings: Settings) -> HostFacts:
 
 def select_engine(
     requested: str, model_path: Path, settings: Settings, *, is_gguf: bool,
-    facts: HostFacts | None = None,
+    is_demo: bool = False, facts: HostFacts | None = None,
 ) -> SelectedEngine:  # fmt: skip
     """The engine to serve ``model_path`` with, checked to support it (not yet prepared:
     see :func:`prepare_engine`)."""
-    if requested == "auto" and facts is None and not is_gguf:
+    if requested == "auto" and facts is None and not (is_gguf or is_demo):
         facts = host_facts(settings)
-    choice = choose_engine(requested, is_gguf=is_gguf, facts=facts or HostFacts(False, False))
+    facts = facts or HostFacts(gpu=False, vllm_ready=False)
+    choice = choose_engine(requested, is_gguf=is_gguf, facts=facts, is_demo=is_demo)
     engine = make_engine(choice.name, settings)
     if not engine.supports(model_path):
         raise EngineSelectionError(f"the {choice.name} engine cannot load {model_path}")

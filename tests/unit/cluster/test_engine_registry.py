@@ -34,6 +34,11 @@ def test_auto_follows_the_design_table(is_gguf: bool, facts: HostFacts, expected
     assert choice.reason
 
 
+def test_the_demo_runs_on_transformers_even_with_vllm_ready() -> None:
+    facts = HostFacts(gpu=False, vllm_ready=True)
+    assert choose_engine("auto", is_gguf=False, facts=facts, is_demo=True).name == "transformers"
+
+
 def test_explicit_engine_wins_and_says_so() -> None:
     choice = choose_engine("llamacpp", is_gguf=False, facts=HostFacts(gpu=True, vllm_ready=True))
     assert choice.name == "llamacpp"

@@ -101,7 +101,8 @@ def load_model(
     is_embedding = is_embedding_model(model_dir) if embedding is None else embedding
     config = AutoConfig.from_pretrained(model_dir)
     checkpoint_dtype = getattr(config, "dtype", None)
-    torch_dtype = resolve_dtype(dtype, str(checkpoint_dtype).removeprefix("torch.") or None)
+    checkpoint_name = str(checkpoint_dtype).removeprefix("torch.") if checkpoint_dtype else None
+    torch_dtype = resolve_dtype(dtype, checkpoint_name)
     factory = AutoModel if is_embedding else AutoModelForCausalLM
     model = factory.from_pretrained(model_dir, dtype=torch_dtype, attn_implementation="sdpa")
     model.eval()

@@ -31,11 +31,15 @@ PROMPTS = [
 
 
 @pytest.fixture(scope="module")
-def chat_model(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
+def chat_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # A larger init range than HF's default makes random logits peaked, so greedy output
     # varies from token to token instead of repeating one token.
-    path = tiny_qwen3(tmp_path_factory.mktemp("tiny-chat"), initializer_range=0.5)
-    return load_model(path, dtype="float32")
+    return tiny_qwen3(tmp_path_factory.mktemp("tiny-chat"), initializer_range=0.5)
+
+
+@pytest.fixture(scope="module")
+def chat_model(chat_model_dir: Path) -> LoadedModel:
+    return load_model(chat_model_dir, dtype="float32")
 
 
 @pytest.fixture(scope="module")
@@ -292,3 +296,21 @@ def test_detects_embedding_layout(tmp_path: Path) -> None:
     assert resolve_dtype("float32", "bfloat16") is torch.float32
     with pytest.raises(ValueError, match="dtype"):
         resolve_dtype("int3", None)
+
+
+async def test_replica_build_engine_loads_the_directory(chat_model_dir: Path) -> None:
+    from aiforge.engines.server.main import ReplicaArgs
+    from aiforge.engines.transformers.__main__ import build_engine
+
+    args = ReplicaArgs(model=chat_model_dir, served_model_name="tiny", max_model_len=64)
+    engine, tokenizer = await build_engine(args)
+    assert isinstance(engine, TransformersTokenEngine)
+    assert engine.info.max_model_len == 64
+    assert tokenizer.encode("hello") == [14990]
+    await engine.start()
+    try:
+        prompt = tokenizer.encode("hello world")
+        events = await _collect(engine, "r", prompt, _greedy(3))
+        assert len(events) == 3
+    finally:
+        await engine.shutdown()

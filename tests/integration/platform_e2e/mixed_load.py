@@ -180,13 +180,18 @@ async def run_worker(
 
 
 async def kill_and_restart_when(
-    log: LoadLog, kill: Callable[[], None], restart: Callable[[], object]
-) -> int:
-    """SIGKILL the gateway once ``log.milestone`` requests finished, restart it; return the
-    number finished at the moment of the kill."""
+    log: LoadLog,
+    kill: Callable[[], None],
+    restart: Callable[[], object],
+    while_down: Callable[[], int],
+) -> tuple[int, int]:
+    """SIGKILL the gateway once ``log.milestone`` requests finished and restart it. Returns
+    the number of requests finished at the kill and what ``while_down()`` (called between the
+    kill and the restart) returned."""
     await log.reached.wait()
     finished_at_kill = log.finished_requests
     await asyncio.to_thread(kill)
+    observed = await asyncio.to_thread(while_down)
     await asyncio.sleep(0.5)  # clients find the port closed for a while
     await asyncio.to_thread(restart)
-    return finished_at_kill
+    return finished_at_kill, observed

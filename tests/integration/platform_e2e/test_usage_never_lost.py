@@ -65,15 +65,25 @@ def _prompt_tokens(base_url: str, key: str) -> dict[str, int]:
     return sizes
 
 
-async def _load(server: RemoteAiforgeServer, project: ProjectKeys) -> tuple[LoadLog, int]:
+async def _load(
+    server: RemoteAiforgeServer, project: ProjectKeys, database_url: str
+) -> tuple[LoadLog, int, int]:
+    """Run the load with one SIGKILL + restart; also returns how many requests had finished
+    at the kill and how many of the workers' records were in the database at that moment."""
     log = LoadLog(milestone=KILL_AFTER)
+    worker_keys = [str(k["id"]) for k in project.keys[:WORKERS]]
     workers = [
         run_worker(server.url, project.keys[w], list(range(w, REQUESTS, WORKERS)), log)
         for w in range(WORKERS)
     ]
-    chaos = asyncio.create_task(kill_and_restart_when(log, server.kill, server.start))
+    chaos = asyncio.create_task(
+        kill_and_restart_when(
+            log, server.kill, server.start, lambda: len(ledger_rows(database_url, worker_keys))
+        )
+    )
     await asyncio.gather(*workers)
-    return log, await chaos
+    finished_at_kill, flushed_at_kill = await chaos
+    return log, finished_at_kill, flushed_at_kill
 
 
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
@@ -95,7 +105,7 @@ def test_no_usage_record_is_lost_or_doubled_across_a_sigkill(
         project = provision(server.url, admin_key, name="ledger", key_count=WORKERS + 1)
         wait_until_key_works([server.url], project.keys[-1]["key"])
         prompt_tokens = _prompt_tokens(server.url, project.keys[WORKERS]["key"])
-        log, finished_at_kill = asyncio.run(_load(server, project))
+        log, finished_at_kill, flushed_at_kill = asyncio.run(_load(server, project, database_url))
     # Leaving the block stopped the gateway with SIGTERM: it flushed its journal.
 
     worker_keys = [str(k["id"]) for k in project.keys[:WORKERS]]
@@ -105,12 +115,14 @@ def test_no_usage_record_is_lost_or_doubled_across_a_sigkill(
     outcomes = Counter(a.outcome for a in log.attempts)
     summary = (
         f"{REQUESTS} requests, tries {dict(outcomes)}, {len(rows)} rows, killed after "
-        f"{finished_at_kill}, hung-up streams {result.hung_up} "
+        f"{finished_at_kill} ({flushed_at_kill} rows in the database then; the journal "
+        f"replay at restart added the rest), hung-up streams {result.hung_up} "
         f"({result.hung_up_exact} metered exactly what the client read)"
     )
     print(summary)
     assert log.finished_requests == REQUESTS
     assert finished_at_kill < REQUESTS, "the kill came after the load: " + summary
+    assert flushed_at_kill <= finished_at_kill + WORKERS, summary
     assert outcomes["unreached"] + outcomes["cut"] > 0, "no client saw the gateway down"
     assert not result.problems, summary + "\n" + "\n".join(result.problems[:40])
     assert result.ledger_tokens == result.client_tokens, summary

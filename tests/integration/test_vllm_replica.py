@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -60,12 +61,17 @@ def _engine_or_skip() -> VllmEngine:
     pytest.skip(message)
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+def _group_gone(pgid: int, within_s: float = 10.0) -> bool:
+    """Whether every process of the group has exited (SIGKILLed ones take a moment to be
+    reaped by init)."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
 
 
 @pytest.fixture(scope="module")
@@ -97,9 +103,12 @@ def replica(
         yield process
     finally:
         pgid = process.pid
-        process.stop(grace_s=STOP_GRACE_S)
-        assert process.process.returncode is not None, "the replica did not exit"
-        assert not _group_alive(pgid), "processes of the replica's group outlived it"
+        stopping = time.monotonic()
+        code = process.stop(grace_s=STOP_GRACE_S)
+        print(f"vLLM replica stopped in {time.monotonic() - stopping:.1f} s (exit {code})")
+        assert code is not None, "the replica did not exit"
+        assert code != -signal.SIGKILL, "the replica ignored SIGTERM and had to be killed"
+        assert _group_gone(pgid), "processes of the replica's group outlived it"
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,8 @@ import uvicorn
 
 from aiforge.cluster.runtimes.local import read_log_tail
 
-SERVE_MODULE = "aiforge.cli.serve"
+CLI_MODULE = "aiforge.cli"
+"""Run as ``python -m aiforge.cli serve ...``: exactly the ``aiforge serve`` command."""
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -82,7 +83,7 @@ class RemoteAiforgeServer:
     # -- lifecycle ------------------------------------------------------------
     def argv(self) -> list[str]:
         return [
-            sys.executable, "-m", SERVE_MODULE, "--model", self.model, "--engine", self.engine,
+            sys.executable, "-m", CLI_MODULE, "serve", "--model", self.model, "--engine", self.engine,
             "--host", self.host, "--port", str(self.port), "--data-dir", str(self.data_dir),
             *self.serve_args,
         ]  # fmt: skip

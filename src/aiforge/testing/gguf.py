@@ -81,13 +81,15 @@ def qwen3_vocab(tokenizer_dir: Path, vocab_size: int) -> GGUFVocab:
         idx: (tok, int(gguf.TokenType.NORMAL)) for tok, idx in data["model"]["vocab"].items()
     }
     for added in data["added_tokens"]:
-        kind = gguf.TokenType.CONTROL if added["special"] else gguf.TokenType.USER_DEFINED
-        by_id[added["id"]] = (added["content"], int(kind))
+        special = added["special"]
+        added_type = gguf.TokenType.CONTROL if special else gguf.TokenType.USER_DEFINED
+        by_id[added["id"]] = (added["content"], int(added_type))
     if max(by_id) >= vocab_size:
         raise ValueError(
             f"tokenizer has id {max(by_id)} but the model's vocab_size is {vocab_size}"
         )
-    tokens, types = [], []
+    tokens: list[str] = []
+    types: list[int] = []
     for idx in range(vocab_size):
         tok, kind = by_id.get(idx, (f"[PAD{idx}]", int(gguf.TokenType.UNUSED)))
         tokens.append(tok)
@@ -127,7 +129,7 @@ def _hf_tensor_names(hp: Qwen3Hparams) -> Iterator[tuple[str, str]]:
             yield f"model.layers.{layer}.{hf}.weight", f"blk.{layer}.{gg}.weight"
 
 
-def _tensor_shapes(hp: Qwen3Hparams) -> dict[str, tuple[int, ...]]:
+def tensor_shapes(hp: Qwen3Hparams) -> dict[str, tuple[int, ...]]:
     """Hugging Face (PyTorch ``[out, in]``) shapes of every tensor, by HF name."""
     q, kv = hp.num_attention_heads * hp.head_dim, hp.num_key_value_heads * hp.head_dim
     h, f = hp.hidden_size, hp.intermediate_size
@@ -177,7 +179,10 @@ def write_qwen3_gguf(
         "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
     }[dtype]
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    writer = gguf.GGUFWriter(out_path, "qwen3")
+    # Written under a temporary name and renamed: a half-written file is never mistaken
+    # for a finished one by callers that reuse existing files.
+    partial = out_path.with_name(out_path.name + ".partial")
+    writer = gguf.GGUFWriter(partial, "qwen3")
     writer.add_name(name)
     _add_hparams(writer, hparams)
     writer.add_file_type(file_type)
@@ -189,6 +194,7 @@ def write_qwen3_gguf(
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+    partial.replace(out_path)
     return out_path
 
 
@@ -260,8 +266,11 @@ def tiny_qwen3_gguf(out_dir: Path, *, seed: int = 0, dtype: str = "f32") -> Path
     """A tiny random Qwen3 as ``out_dir/model.gguf`` with its HF tokenizer files beside it.
 
     The Hugging Face checkpoint it was converted from stays in ``out_dir/hf`` so tests can
-    compare llama.cpp against transformers on identical weights.
+    compare llama.cpp against transformers on identical weights. An existing
+    ``out_dir/model.gguf`` is reused, so test modules can share one build per session.
     """
+    if (out_dir / "model.gguf").is_file():
+        return out_dir / "model.gguf"
     hf_dir = tiny_qwen3(out_dir / "hf", seed=seed)
     copy_tokenizer(qwen3_tokenizer_dir(), out_dir)
     return gguf_from_hf_dir(hf_dir, out_dir / "model.gguf", dtype=dtype)
@@ -282,10 +291,26 @@ def random_qwen3_gguf(
     hparams = Qwen3Hparams.from_config(shape)
     rng = np.random.default_rng(seed)
     tensors: dict[str, np.ndarray[Any, Any]] = {}
-    for name, dims in _tensor_shapes(hparams).items():
+    for name, dims in tensor_shapes(hparams).items():
         if len(dims) == 1:
             tensors[name] = np.ones(dims, dtype=np.float32)
         else:
             tensors[name] = rng.standard_normal(dims, dtype=np.float32) * np.float32(0.02)
     vocab = qwen3_vocab(qwen3_tokenizer_dir(), hparams.vocab_size)
     return write_qwen3_gguf(out_path, hparams=hparams, vocab=vocab, tensors=tensors, dtype=dtype)
+
+
+def require_llama_cpp() -> None:
+    """Skip the calling test when llama-cpp-python is missing, or fail when the environment
+    demands the engine (``AIFORGE_REQUIRE_ENGINES`` contains ``llamacpp``, as in CI)."""
+    import os
+
+    import pytest
+
+    try:
+        import llama_cpp  # noqa: F401
+    except (ImportError, OSError) as exc:
+        reason = f"llama-cpp-python is not installed ({exc}); pip install 'aiforge[llamacpp]'"
+        if "llamacpp" in os.environ.get("AIFORGE_REQUIRE_ENGINES", ""):
+            pytest.fail(f"AIFORGE_REQUIRE_ENGINES includes llamacpp but {reason}")
+        pytest.skip(reason)

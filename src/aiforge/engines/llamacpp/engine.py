@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import queue
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -129,7 +129,7 @@ class LlamaCppTokenEngine:
             "serve embedding models with the transformers engine"
         )
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[TokenEvent, None]:
         """Stream the request's tokens; closing the iterator early aborts the request."""
         if self._thread is None:
             raise RuntimeError("the engine is not running: call start() first")

@@ -135,6 +135,17 @@ class LlamaRunner:
         n = self._ll.llama_model_meta_val_str(self._model, key.encode(), buf, len(buf))
         return buf.value.decode("utf-8", "replace") if n >= 0 else None
 
+    def tokenize(self, text: str) -> list[int]:
+        """llama.cpp's own tokenization of ``text`` (special tokens parsed, no BOS added);
+        the server tokenizes with Hugging Face, this is how to check they agree."""
+        data = text.encode()
+        capacity = len(data) + 8
+        out = (self._ll.llama_token * capacity)()
+        n = self._ll.llama_tokenize(self._vocab, data, len(data), out, capacity, False, True)
+        if n < 0:
+            raise RuntimeError(f"llama_tokenize needs {-n} slots")
+        return list(out[:n])
+
     def release(self, seq_ids: Iterable[int]) -> None:
         """Forget the KV cache of sequences that left the batch."""
         for seq_id in seq_ids:

@@ -27,6 +27,7 @@ from aiforge.gateway.errors import GatewayError, gateway_error_handler
 from aiforge.gateway.handler import OpenAIHandler
 from aiforge.gateway.metrics import GatewayMetrics
 from aiforge.gateway.proxy import ReplicaProxy
+from aiforge.gateway.request_id import RequestIdMiddleware
 from aiforge.gateway.routes import health, openai
 
 UPSTREAM_CONNECT_TIMEOUT_S = 5.0
@@ -95,6 +96,7 @@ def create_app(
     app.include_router(health.router)
     for router in extra_routers:
         app.include_router(router)
+    app.add_middleware(RequestIdMiddleware)
     return app
 
 

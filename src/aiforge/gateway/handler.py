@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -38,6 +37,7 @@ from aiforge.gateway.metering import StreamMeter, TokenUsage, usage_from_body
 from aiforge.gateway.metrics import GatewayMetrics
 from aiforge.gateway.proxy import ReplicaProxy, upstream_failed
 from aiforge.gateway.request import ProxiedRequest, parse_request, read_body
+from aiforge.gateway.request_id import scope_request_id
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class OpenAIHandler:
         """Answer one inference request (``path`` is the replica route, e.g. ``/v1/embeddings``)."""
         principal = self.authenticate(request)
         call = _Call(
-            request_id=f"req-{uuid.uuid4().hex}",
+            request_id=scope_request_id(request.scope),
             kind=kind,
             principal=principal,
             started_at=time.time(),
@@ -174,7 +174,7 @@ class OpenAIHandler:
         self.metrics.in_flight.labels(call.model).inc()
         try:
             replica, upstream = await self.proxy.open(
-                parsed.model, path, parsed.upstream_body, request.headers
+                parsed.model, path, parsed.upstream_body, request.headers, request_id=call.request_id
             )
         except httpx.HTTPError as exc:
             self.metrics.in_flight.labels(call.model).dec()

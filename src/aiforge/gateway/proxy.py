@@ -25,7 +25,8 @@ _RETRYABLE = (
     httpx.PoolTimeout,
 )
 
-_FORWARDED_HEADERS = ("x-request-id", "traceparent", "tracestate")
+_FORWARDED_HEADERS = ("traceparent", "tracestate")
+"""Client headers passed on (tracing); ``x-request-id`` is the gateway's own, never the client's."""
 
 
 class ReplicaProxy:
@@ -39,17 +40,23 @@ class ReplicaProxy:
         self.max_attempts = max_attempts
 
     async def open(
-        self, model: str, path: str, body: bytes, client_headers: Mapping[str, str]
+        self,
+        model: str,
+        path: str,
+        body: bytes,
+        client_headers: Mapping[str, str],
+        *,
+        request_id: str,
     ) -> tuple[Replica, httpx.Response]:
-        """Send ``body`` to ``path`` on a replica; the caller must close the response and
-        call :meth:`release` with the replica.
+        """Send ``body`` to ``path`` on a replica, as ``x-request-id: request_id``; the caller
+        must close the response and call :meth:`release` with the replica.
 
         Raises a 503 :class:`GatewayError` when no replica can be reached.
         """
         candidates = self.table.candidates(model)[: self.max_attempts]
         if not candidates:
             raise no_replica(model, self._why_none(model))
-        headers = {"content-type": "application/json"}
+        headers = {"content-type": "application/json", "x-request-id": request_id}
         for name in _FORWARDED_HEADERS:
             value = client_headers.get(name)
             if value is not None:

@@ -34,6 +34,7 @@ def fake_replica(name: str = "r") -> FastAPI:
     """Streams one chunk per word of ``prompt`` (completions-style text) with ``delay_s``."""
     app = FastAPI()
     app.state.bodies = []
+    app.state.request_ids = []
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -43,6 +44,7 @@ def fake_replica(name: str = "r") -> FastAPI:
     async def chat(request: Request) -> Response:
         body = orjson.loads(await request.body())
         app.state.bodies.append(body)
+        app.state.request_ids.append(request.headers.get("x-request-id"))
         if body.get("messages") == "fail":
             error = {"error": {"message": "bad messages", "type": "invalid_request_error",
                                "param": "messages", "code": None}}  # fmt: skip

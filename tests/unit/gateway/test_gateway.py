@@ -231,3 +231,30 @@ async def test_second_replica_shares_load(gateway: Gateway) -> None:
             for _ in range(4):
                 await client.post("/v1/chat/completions", json={"model": MODEL})
     assert sorted(e.replica for e in gateway.usage.events) == ["r0", "r0", "r1", "r1"]
+
+
+async def test_every_v1_response_names_its_request_and_the_ledger_record(gateway: Gateway) -> None:
+    chat = {"model": MODEL, "prompt": "a b"}
+    async with httpx.AsyncClient(base_url=gateway.url, headers=gateway.headers) as client:
+        answered = await client.post(
+            "/v1/chat/completions", json=chat, headers={"x-request-id": "client-chosen"}
+        )
+        streamed = await client.post("/v1/chat/completions", json={**chat, "stream": True})
+        unknown = await client.post("/v1/chat/completions", json={"model": "nope"})
+        too_big = await client.post("/v1/chat/completions", json={"model": MODEL, "p": "x" * 5000})
+        unauthorized = await client.post("/v1/chat/completions", json=chat,
+                                         headers={"authorization": "Bearer sk-bad"})  # fmt: skip
+        models = await client.get("/v1/models")
+        gateway.admission.refuse = LimitExceeded("requests_per_minute", "slow", retry_after_s=1)
+        limited = await client.post("/v1/chat/completions", json=chat)
+        health = await client.get("/health")
+    responses = [answered, streamed, unknown, too_big, unauthorized, models, limited]
+    assert [r.status_code for r in responses] == [200, 200, 404, 413, 401, 200, 429]
+    ids = [r.headers["x-request-id"] for r in responses]
+    assert all(i.startswith("req-") and len(i) == 36 for i in ids), ids
+    assert len(set(ids)) == len(ids)
+    assert "x-request-id" not in health.headers
+    events = await gateway.usage.wait_for(5)
+    assert [e.request_id for e in events] == [ids[0], ids[1], ids[2], ids[3], ids[6]]
+    # The replica saw the gateway's id, never the client's, and echoed it.
+    assert gateway.replica_app.state.request_ids == ids[:2]

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aiforge.engines.server.chat import ChatService
 from aiforge.engines.server.completions import CompletionService
@@ -80,6 +81,33 @@ async def metrics(request: Request) -> Response:
     return Response(ctx.metrics.render(), media_type="text/plain; version=0.0.4")
 
 
+class EchoRequestId:
+    """Answers a request that carries ``x-request-id`` with the same header, so the caller
+    (the gateway) and the replica's logs name a request alike. Pure ASGI: nearly free."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request_id = None
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name == b"x-request-id":
+                    request_id = value
+                    break
+        if request_id is None:
+            await self.app(scope, receive, send)
+            return
+        header = (b"x-request-id", request_id)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
 def create_replica_app(ctx: ReplicaContext, *, max_body_bytes: int = 8 * 1024 * 1024) -> FastAPI:
     """The app serving ``ctx.engine``. Its lifespan starts the engine and shuts it down."""
 
@@ -102,4 +130,5 @@ def create_replica_app(ctx: ReplicaContext, *, max_body_bytes: int = 8 * 1024 * 
     install_error_handlers(app)
     app.include_router(router)
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    app.add_middleware(EchoRequestId)
     return app

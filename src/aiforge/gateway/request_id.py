@@ -1,0 +1,57 @@
+"""Request ids: the gateway names every ``/v1`` request and tells the client its name.
+
+:class:`RequestIdMiddleware` (pure ASGI, so it costs one closure per request) makes the id
+``req-<32 hex>`` and puts it in the scope under :data:`SCOPE_KEY`, where the handler takes
+it as the usage ledger's ``request_id`` and forwards it to the replica as ``x-request-id``.
+Every response on a ``/v1`` path then carries ``x-request-id: <id>`` — answers, streams and
+errors alike (401, 404, 413, 429, ...) — so a client can quote it and an operator can find
+its ledger record. A client's own ``x-request-id`` is not trusted (it could collide with
+another request's record); the gateway's id replaces it.
+"""
+
+from __future__ import annotations
+
+import os
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+HEADER = "x-request-id"
+SCOPE_KEY = "aiforge.request_id"
+_HEADER_BYTES = HEADER.encode()
+_PREFIX = "/v1"
+
+
+def new_request_id() -> str:
+    """A fresh id: ``req-`` and 128 random bits in hex."""
+    return "req-" + os.urandom(16).hex()
+
+
+def scope_request_id(scope: Scope) -> str:
+    """The id the middleware gave this request (a fresh one when it did not run)."""
+    request_id = scope.get(SCOPE_KEY)
+    if not isinstance(request_id, str):
+        request_id = scope[SCOPE_KEY] = new_request_id()
+    return request_id
+
+
+class RequestIdMiddleware:
+    """Gives every ``/v1`` request an id and adds it to the response's headers."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        request_id = scope[SCOPE_KEY] = new_request_id()
+        header = (_HEADER_BYTES, request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [h for h in message.get("headers", ()) if h[0].lower() != _HEADER_BYTES]
+                headers.append(header)
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)

@@ -118,7 +118,10 @@ class UsageSink(Protocol):
 
 
 OPEN_PRINCIPAL = Principal(
-    key_id="anonymous", project_id="default", organization_id="default", role="owner",
+    key_id="anonymous",
+    project_id="default",
+    organization_id="default",
+    role="owner",
     is_platform_admin=True,
 )
 

@@ -129,7 +129,10 @@ class OpenAIHandler:
             await self._finish(call, status=exc.status, error_type=exc.code or exc.type)
             raise
         if parsed.stream and upstream.status_code == 200:
-            meter = StreamMeter(strip_usage_chunk=not parsed.client_wants_usage)
+            meter = StreamMeter(
+                client_usage=parsed.client_wants_usage,
+                client_continuous_usage=parsed.client_wants_continuous_usage,
+            )
 
             async def cleanup() -> None:
                 await self._close_stream(call, replica, upstream, meter)
@@ -174,7 +177,11 @@ class OpenAIHandler:
         self.metrics.in_flight.labels(call.model).inc()
         try:
             replica, upstream = await self.proxy.open(
-                parsed.model, path, parsed.upstream_body, request.headers, request_id=call.request_id
+                parsed.model,
+                path,
+                parsed.upstream_body,
+                request.headers,
+                request_id=call.request_id,
             )
         except httpx.HTTPError as exc:
             self.metrics.in_flight.labels(call.model).dec()
@@ -236,8 +243,9 @@ class OpenAIHandler:
         if call.finished:
             return
         await upstream.aclose()
-        # Without a usage chunk (cancelled, replica died) the tokens the client received are
-        # the content events it got; the prompt is the admission estimate.
+        # The replica sends usage on every chunk, so the last one forwarded is exact however
+        # the stream ended. Only a replica that sends none leaves the fallback: the content
+        # events forwarded, and the admission estimate for the prompt.
         usage = meter.usage or TokenUsage(
             prompt_tokens=call.estimated_prompt_tokens, completion_tokens=meter.content_events
         )

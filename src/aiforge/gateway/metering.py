@@ -1,10 +1,10 @@
 """Reading token usage from replica responses without re-encoding them.
 
 Streams pass through as raw SSE bytes. :class:`StreamMeter` splits them at event
-boundaries only to (a) find the usage chunk the gateway asked for, parse that one event,
-and drop it when the client did not ask for it, and (b) count content-bearing events, the
-fallback count when a stream ends without usage (client cancelled, replica died). Every
-other byte is forwarded as received.
+boundaries only to (a) remember the last event carrying usage (the gateway asks the replica
+for usage on every chunk) and parse that one event at the end, (b) remove the usage the
+client did not ask for, and (c) count content-bearing events, the fallback count for a
+replica that sends no usage at all. Every other byte is forwarded as received.
 """
 
 from __future__ import annotations
@@ -18,7 +18,10 @@ import orjson
 
 # An event that carries generated text: a non-empty content/reasoning/text/arguments string.
 _CONTENT = re.compile(rb'"(?:content|reasoning_content|text|arguments)":\s*"(?!")')
-_USAGE = re.compile(rb'"usage":\s*\{')
+_USAGE_KEY = b'"usage":'
+_FINAL_USAGE = re.compile(rb'"choices":\s*\[\]')
+_USAGE_OBJECT = rb'"usage":\s*\{(?:[^{}]|\{[^{}]*\})*\}'
+_USAGE_MEMBER = re.compile(rb",\s*" + _USAGE_OBJECT + rb"|" + _USAGE_OBJECT + rb"\s*,?")
 _DATA_PREFIX = b"data:"
 
 
@@ -62,18 +65,44 @@ def _int(value: Any) -> int:
 class StreamMeter:
     """Watches one SSE stream on its way to the client.
 
+    The gateway asked the replica for usage on every chunk (see :mod:`aiforge.gateway.request`);
+    the meter remembers the bytes of the *last* event carrying usage that went to the client
+    and parses it only at the end (:attr:`usage`), so a stream cut at any point is metered
+    with exactly the tokens the client was sent. What the client did not ask for is removed
+    on the way: the ``usage`` member of ordinary chunks (without ``continuous_usage_stats``)
+    and the final usage-only chunk (without ``include_usage``). Events the client asked for
+    in full pass through untouched.
+
     :meth:`feed` takes raw upstream bytes and returns the bytes to forward (complete events
     only; a partial event waits for its end). :meth:`flush` returns what is left at the end.
     """
 
-    def __init__(self, *, strip_usage_chunk: bool) -> None:
-        self.strip_usage_chunk = strip_usage_chunk
-        self.usage: TokenUsage | None = None
+    def __init__(self, *, client_usage: bool, client_continuous_usage: bool = False) -> None:
+        self.client_usage = client_usage
+        self.client_continuous_usage = client_continuous_usage and client_usage
         self.content_events = 0
+        """Content-bearing events forwarded before any usage arrived (a replica that sends
+        no usage: the fallback count)."""
         self.first_content_at: float | None = None
         """``time.perf_counter()`` when the first generated text went to the client."""
+        self._last_usage_event: bytes | None = None
         self._pending = b""
         self._separator: bytes | None = None
+
+    @property
+    def usage(self) -> TokenUsage | None:
+        """The usage in the last usage-bearing event forwarded (None when there was none)."""
+        event = self._last_usage_event
+        if event is None:
+            return None
+        payload = event.strip()
+        if payload.startswith(_DATA_PREFIX):
+            payload = payload[len(_DATA_PREFIX) :]
+        try:
+            data = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return None
+        return usage_from_mapping(data.get("usage")) if isinstance(data, dict) else None
 
     def feed(self, chunk: bytes) -> bytes:
         buffer = self._pending + chunk if self._pending else chunk
@@ -97,38 +126,64 @@ class StreamMeter:
         return self._inspect(rest) if rest else b""
 
     def _inspect(self, events: bytes) -> bytes:
+        if self.first_content_at is None or self._last_usage_event is None:
+            self._count_content(events)
+        if _USAGE_KEY not in events:
+            return events
+        if self.client_continuous_usage:
+            self._remember_last_usage(events)
+            return events
+        return self._filter_usage(events)
+
+    def _count_content(self, events: bytes) -> None:
         found = len(_CONTENT.findall(events))
         if found:
             self.content_events += found
             if self.first_content_at is None:
                 self.first_content_at = time.perf_counter()
-        if _USAGE.search(events) is None:
-            return events
-        return self._take_usage(events)
 
-    def _take_usage(self, events: bytes) -> bytes:
+    def _remember_last_usage(self, events: bytes) -> None:
+        separator = self._separator or b"\n\n"
+        at = events.rfind(_USAGE_KEY)
+        start = events.rfind(separator, 0, at)
+        end = events.find(separator, at)
+        start = 0 if start < 0 else start + len(separator)
+        self._last_usage_event = events[start:] if end < 0 else events[start:end]
+
+    def _filter_usage(self, events: bytes) -> bytes:
         separator = self._separator or b"\n\n"
         kept: list[bytes] = []
         for event in events.split(separator):
             if not event:
                 continue
-            if _USAGE.search(event) is not None and self._read_usage(event):
-                continue
+            if _USAGE_KEY in event:
+                self._last_usage_event = event
+                if _FINAL_USAGE.search(event) is not None:
+                    if not self.client_usage:
+                        continue  # the client did not ask for the usage chunk
+                else:
+                    event = without_usage_member(event)
             kept.append(event + separator)
         return b"".join(kept)
 
-    def _read_usage(self, event: bytes) -> bool:
-        """Record the event's usage; True when the event should be dropped for the client."""
-        payload = event.strip()
-        if payload.startswith(_DATA_PREFIX):
-            payload = payload[len(_DATA_PREFIX) :]
-        try:
-            data = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            return False
-        if not isinstance(data, dict):
-            return False
-        usage = usage_from_mapping(data.get("usage"))
-        if usage is not None:
-            self.usage = usage
-        return self.strip_usage_chunk and data.get("choices") == []
+
+def without_usage_member(event: bytes) -> bytes:
+    """The event with its ``"usage": {...}`` member removed, bytes otherwise unchanged.
+
+    A usage object is flat but for ``*_tokens_details`` objects of numbers, so a regex with
+    one level of nesting finds it; anything deeper falls back to a JSON re-encode.
+    """
+    stripped, found = _USAGE_MEMBER.subn(b"", event, count=1)
+    if found:
+        return stripped
+    head, payload = b"", event.strip()
+    if payload.startswith(_DATA_PREFIX):
+        head, payload = b"data: ", payload[len(_DATA_PREFIX) :]
+    try:
+        data = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return event
+    if not isinstance(data, dict):
+        return event
+    data.pop("usage", None)
+    return head + orjson.dumps(data)

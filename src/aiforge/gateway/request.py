@@ -3,7 +3,10 @@
 The gateway parses only ``model``, ``stream``, ``stream_options``, ``max_tokens`` /
 ``max_completion_tokens`` and ``n``; every other field is the replica's business and is
 forwarded byte for byte. The one change the gateway makes is to ask a streamed request for
-usage (``stream_options.include_usage: true``) so metering never depends on the client.
+usage on every chunk (``stream_options: {include_usage: true, continuous_usage_stats:
+true}``, vLLM's option, which aiforge's replica server implements too), so metering never
+depends on the client and a cancelled stream is metered exactly; the gateway removes what
+the client did not ask for (:class:`aiforge.gateway.metering.StreamMeter`).
 
 Token estimate for admission (reserved before the replica is called, settled with the real
 count afterwards): ``ceil(body bytes / 4)`` for the prompt — about four characters per
@@ -15,7 +18,7 @@ sets no limit).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 from fastapi import Request
@@ -25,6 +28,7 @@ from aiforge.gateway.errors import GatewayError
 
 CHARS_PER_TOKEN = 4
 DEFAULT_COMPLETION_ESTIMATE = 256
+_METERED = {"include_usage": True, "continuous_usage_stats": True}
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,8 +40,10 @@ class ProxiedRequest:
     stream: bool
     client_wants_usage: bool
     """The client itself asked for the usage chunk (else the gateway strips it)."""
+    client_wants_continuous_usage: bool
+    """... and usage on every chunk (else the gateway removes it from all but the last)."""
     upstream_body: bytes
-    """What goes to the replica: the client's bytes, or with include_usage added."""
+    """What goes to the replica: the client's bytes, or with the usage options added."""
     estimated_prompt_tokens: int
     estimated_completion_tokens: int
 
@@ -97,27 +103,30 @@ def parse_request(body: bytes, kind: RequestKind) -> ProxiedRequest:
         raise GatewayError(
             400, f"Invalid value for 'stream': {stream!r}.", param="stream", code="invalid_type"
         )
-    client_wants_usage = stream and _include_usage(data.get("stream_options"))
+    options = data.get("stream_options")
+    client_wants_usage = stream and _include_usage(options)
+    continuous = (
+        client_wants_usage
+        and isinstance(options, dict)
+        and options.get("continuous_usage_stats") is True
+    )
     upstream_body = body
-    if stream and not client_wants_usage:
-        options = data.get("stream_options")
-        data["stream_options"] = {
-            **(options if isinstance(options, dict) else {}),
-            "include_usage": True,
-        }
+    if stream and not continuous:
+        data["stream_options"] = {**(options if isinstance(options, dict) else {}), **_METERED}
         upstream_body = orjson.dumps(data)
     return ProxiedRequest(
         kind=kind,
         model=model,
         stream=stream,
         client_wants_usage=client_wants_usage,
+        client_wants_continuous_usage=continuous,
         upstream_body=upstream_body,
         estimated_prompt_tokens=-(-len(body) // CHARS_PER_TOKEN),
         estimated_completion_tokens=_completion_estimate(data, kind),
     )
 
 
-def _include_usage(options: Any) -> bool:
+def _include_usage(options: Any) -> TypeGuard[dict[str, Any]]:
     return isinstance(options, dict) and options.get("include_usage") is True
 
 

@@ -61,19 +61,28 @@ def fake_replica(name: str = "r") -> FastAPI:
                    "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
                    "usage": usage, "served_by": name}  # fmt: skip
             return Response(orjson.dumps(out), media_type="application/json")
-        include = (body.get("stream_options") or {}).get("include_usage") is True
+        options = body.get("stream_options") or {}
+        include = options.get("include_usage") is True
+        continuous = include and options.get("continuous_usage_stats") is True
         delay = float(body.get("delay_s", 0.0))
+
+        def so_far(sent: int) -> dict[str, Any]:
+            return {"usage": {**usage, "completion_tokens": sent, "total_tokens": 7 + sent}}
 
         async def events() -> AsyncIterator[bytes]:
             base = {"id": "c1", "object": "chat.completion.chunk", "created": 1,
                     "model": body["model"]}  # fmt: skip
             role = {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
                                          "finish_reason": None}]}  # fmt: skip
+            if continuous:
+                role |= so_far(0)
             yield b"data: " + orjson.dumps(role) + b"\n\n"
-            for word in words:
+            for sent, word in enumerate(words, start=1):
                 await asyncio.sleep(delay)
                 chunk = {**base, "choices": [{"index": 0, "delta": {"content": word + " "},
                                               "finish_reason": None}]}  # fmt: skip
+                if continuous:
+                    chunk |= so_far(sent)
                 yield b"data: " + orjson.dumps(chunk) + b"\n\n"
             if include:
                 yield b"data: " + orjson.dumps({**base, "choices": [], "usage": usage}) + b"\n\n"

@@ -48,7 +48,9 @@ async def test_stream_without_include_usage_asks_replica_and_strips_usage(gatewa
     assert payloads[-1] == "[DONE]"
     chunks = [orjson.loads(p) for p in payloads[:-1]]
     assert all(chunk["choices"] for chunk in chunks), "the usage chunk must not reach the client"
-    assert gateway.replica_app.state.bodies[0]["stream_options"] == {"include_usage": True}
+    assert all("usage" not in chunk for chunk in chunks)
+    assert gateway.replica_app.state.bodies[0]["stream_options"] == {
+        "include_usage": True, "continuous_usage_stats": True}  # fmt: skip
     (event,) = await gateway.usage.wait_for(1)
     assert (event.prompt_tokens, event.completion_tokens) == (7, 2)
     assert event.stream
@@ -65,11 +67,12 @@ async def test_stream_with_include_usage_keeps_usage_chunk(gateway: Gateway) -> 
     chunks = [orjson.loads(p) for p in _sse_payloads(response.text)[:-1]]
     assert chunks[-1]["choices"] == []
     assert chunks[-1]["usage"]["completion_tokens"] == 3
+    assert all("usage" not in chunk for chunk in chunks[:-1]), "no usage the client did not ask"
     (event,) = await gateway.usage.wait_for(1)
     assert event.completion_tokens == 3
 
 
-async def test_cancelled_stream_counts_tokens_received(gateway: Gateway) -> None:
+async def test_cancelled_stream_is_metered_exactly(gateway: Gateway) -> None:
     body = {"model": MODEL, "prompt": " ".join(["w"] * 50), "stream": True, "delay_s": 0.05}
     received = 0
     async with (
@@ -84,6 +87,7 @@ async def test_cancelled_stream_counts_tokens_received(gateway: Gateway) -> None
     (event,) = await gateway.usage.wait_for(1)
     assert event.cancelled
     assert event.status_code == 200
+    assert event.prompt_tokens == 7  # the replica's count, not an estimate
     assert 3 <= event.completion_tokens <= 5  # what the gateway forwarded before the close
     assert len(gateway.admission.settled) == 1
     assert gateway.table.get("r0").in_flight == 0

@@ -32,6 +32,7 @@ from aiforge.engines.server.params import (
 )
 from aiforge.engines.server.reasoning import THINK_END, THINK_START, prompt_thinking_state
 from aiforge.engines.server.sse import DONE, error_event, event
+from aiforge.engines.server.stream_options import usage_modes
 from aiforge.protocol.openai.chat import (
     ChatChoice,
     ChatCompletionChunk,
@@ -62,6 +63,8 @@ class ChatPlan:
     parse_tools: bool
     top_logprobs: int | None
     include_usage: bool
+    continuous_usage: bool = False
+    """Usage so far on every chunk (``stream_options.continuous_usage_stats``)."""
 
 
 class ChatService:
@@ -99,6 +102,7 @@ class ChatService:
         top = request.top_logprobs or 0 if request.logprobs else None
         base = build_sampling_params(_requested(request, top), ctx.defaults, max_tokens=max_tokens)
         rid = request_id("chatcmpl")
+        include_usage, continuous_usage = usage_modes(request.stream_options)
         stops = normalize_stop(request.stop)
         specs = [
             SequenceSpec(f"{rid}-{i}", i, prompt_ids, sequence_params(base, i), stops, constraint)
@@ -112,7 +116,8 @@ class ChatService:
             reasoning_start=reasoning_start,
             parse_tools=bool(request.tools) and tool_choice != "none",
             top_logprobs=top,
-            include_usage=bool(request.stream_options and request.stream_options.include_usage),
+            include_usage=include_usage,
+            continuous_usage=continuous_usage,
         )
 
     async def _constraint_factory(
@@ -212,11 +217,11 @@ class ChatService:
         try:
             for spec in plan.specs:
                 role = DeltaMessage(role="assistant", content="")
-                yield event(self._chunk(plan, spec.index, role).to_json())
+                yield self._event(plan, self._chunk(plan, spec.index, role))
             async with _closing(self._deltas(plan)) as deltas:
                 async for delta in deltas:
                     for chunk in self._delta_chunks(plan, delta, outputs[delta.index]):
-                        yield event(chunk.to_json())
+                        yield self._event(plan, chunk)
             if plan.include_usage:
                 usage_chunk = self._chunk(plan, None, None)
                 usage_chunk.usage = self._usage(plan)
@@ -229,6 +234,11 @@ class ChatService:
             yield DONE
         finally:
             self._observe(plan, status)
+
+    def _event(self, plan: ChatPlan, chunk: ChatCompletionChunk) -> bytes:
+        if plan.continuous_usage:
+            chunk.usage = self._usage(plan)
+        return event(chunk.to_json())
 
     def _delta_chunks(
         self, plan: ChatPlan, delta: SequenceDelta, output: ChatSequenceOutput

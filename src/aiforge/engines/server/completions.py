@@ -25,6 +25,7 @@ from aiforge.engines.server.params import (
     resolve_max_tokens,
 )
 from aiforge.engines.server.sse import DONE, error_event, event
+from aiforge.engines.server.stream_options import usage_modes
 from aiforge.protocol.openai.common import Usage, make_usage
 from aiforge.protocol.openai.completions import (
     CompletionChoice,
@@ -46,6 +47,8 @@ class CompletionPlan:
     stats: GenerationStats
     logprobs: int | None
     include_usage: bool
+    continuous_usage: bool = False
+    """Usage so far on every chunk (``stream_options.continuous_usage_stats``)."""
 
 
 class CompletionService:
@@ -66,6 +69,7 @@ class CompletionService:
         _validate(request)
         prompts = self._prompts(request)
         rid = request_id("cmpl")
+        include_usage, continuous_usage = usage_modes(request.stream_options)
         stops = normalize_stop(request.stop)
         specs, echoes = [], []
         for p, ids in enumerate(prompts):
@@ -90,7 +94,8 @@ class CompletionService:
             echoes=echoes,
             stats=GenerationStats(prompt_tokens=sum(len(ids) for ids in prompts)),
             logprobs=request.logprobs,
-            include_usage=bool(request.stream_options and request.stream_options.include_usage),
+            include_usage=include_usage,
+            continuous_usage=continuous_usage,
         )
 
     def _prompts(self, request: CompletionRequest) -> list[list[int]]:
@@ -155,12 +160,12 @@ class CompletionService:
         try:
             for i, echo in enumerate(plan.echoes):
                 if echo:
-                    yield event(self._chunk(plan, i, echo, None, None).to_json())
+                    yield self._event(plan, self._chunk(plan, i, echo, None, None))
             async for delta in self._deltas(plan):
                 lp = self._logprobs(plan, delta.tokens, offsets[delta.index])
                 offsets[delta.index] += len(delta.text)
                 chunk = self._chunk(plan, delta.index, delta.text, lp, delta.finish_reason)
-                yield event(chunk.to_json())
+                yield self._event(plan, chunk)
             if plan.include_usage:
                 usage_chunk = CompletionResponse(
                     id=plan.id,
@@ -178,6 +183,11 @@ class CompletionService:
             yield DONE
         finally:
             self._observe(plan, status)
+
+    def _event(self, plan: CompletionPlan, chunk: CompletionResponse) -> bytes:
+        if plan.continuous_usage:
+            chunk.usage = self._usage(plan)
+        return event(chunk.to_json())
 
     def _chunk(
         self, plan: CompletionPlan, index: int, text: str, logprobs: object, finish: str | None

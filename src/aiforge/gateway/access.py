@@ -112,9 +112,21 @@ class Admission(Protocol):
         """Release the concurrency slot and replace the reservation by the real count."""
 
 
+GATEWAY_CRASHED = "gateway_crashed"
+"""``error_type`` of the record of a request the gateway died while serving."""
+
+
 class UsageSink(Protocol):
+    def open(self, provisional: UsageEvent) -> None:
+        """A request is about to be sent to a replica. ``provisional`` is its record should
+        the gateway die before :meth:`record` (status 502, ``error_type`` =
+        :data:`GATEWAY_CRASHED`, the prompt estimate, no completion tokens: what the replica
+        did after the crash is unknown). Durable against the process being killed, without
+        blocking (journal append)."""
+
     def record(self, event: UsageEvent) -> None:
-        """Durably accept one usage record without blocking (journal append)."""
+        """Durably accept one usage record without blocking (journal append). For an opened
+        request it replaces the provisional record."""
 
 
 OPEN_PRINCIPAL = Principal(
@@ -140,5 +152,8 @@ class OpenAccess:
 
 
 class DiscardUsage:
+    def open(self, provisional: UsageEvent) -> None:
+        return None
+
     def record(self, event: UsageEvent) -> None:
         return None

@@ -22,6 +22,7 @@ from starlette.types import Receive, Scope, Send
 from aiforge.cluster.replicas import Replica, ReplicaTable
 from aiforge.config import Settings
 from aiforge.gateway.access import (
+    GATEWAY_CRASHED,
     Admission,
     Authenticator,
     AuthError,
@@ -175,6 +176,7 @@ class OpenAIHandler:
         self, call: _Call, parsed: ProxiedRequest, path: str, request: Request
     ) -> tuple[Replica, httpx.Response]:
         self.metrics.in_flight.labels(call.model).inc()
+        self._journal_open(call)
         try:
             replica, upstream = await self.proxy.open(
                 parsed.model,
@@ -191,6 +193,28 @@ class OpenAIHandler:
             raise
         call.replica = replica
         return replica, upstream
+
+    def _journal_open(self, call: _Call) -> None:
+        """Journal the request's provisional record: if this process dies before ``_finish``,
+        replay turns it into the request's one record."""
+        principal = call.principal
+        provisional = UsageEvent(
+            request_id=call.request_id,
+            key_id=principal.key_id,
+            project_id=principal.project_id,
+            organization_id=principal.organization_id,
+            model=call.model,
+            kind=call.kind,
+            status_code=502,
+            prompt_tokens=call.estimated_prompt_tokens,
+            stream=call.stream,
+            started_at=call.started_at,
+            error_type=GATEWAY_CRASHED,
+        )
+        try:
+            self.usage_sink.open(provisional)
+        except Exception:  # the journal is best effort here; the final record still follows
+            log.exception("usage sink failed to open %s", call.request_id)
 
     async def _answer(self, call: _Call, replica: Replica, upstream: httpx.Response) -> Response:
         """A non-streamed answer (or an upstream error), passed through unchanged."""

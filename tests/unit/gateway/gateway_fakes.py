@@ -134,6 +134,10 @@ class RecordingAdmission:
 @dataclass
 class RecordingUsage:
     events: list[UsageEvent] = field(default_factory=list)
+    opened: list[UsageEvent] = field(default_factory=list)
+
+    def open(self, provisional: UsageEvent) -> None:
+        self.opened.append(provisional)
 
     def record(self, event: UsageEvent) -> None:
         self.events.append(event)

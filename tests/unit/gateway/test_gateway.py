@@ -262,3 +262,8 @@ async def test_every_v1_response_names_its_request_and_the_ledger_record(gateway
     assert [e.request_id for e in events] == [ids[0], ids[1], ids[2], ids[3], ids[6]]
     # The replica saw the gateway's id, never the client's, and echoed it.
     assert gateway.replica_app.state.request_ids == ids[:2]
+    # Only the requests sent to a replica were journaled as opened, with a crash placeholder.
+    opened = gateway.usage.opened
+    assert [(p.request_id, p.status_code, p.error_type) for p in opened] == [
+        (ids[0], 502, "gateway_crashed"), (ids[1], 502, "gateway_crashed")]  # fmt: skip
+    assert all(p.prompt_tokens > 0 and p.completion_tokens == 0 for p in opened)

@@ -38,6 +38,8 @@ class Segment:
     path: Path
     fd: int
     records: int = 0
+    adopted: bool = False
+    """Written by a process that is gone (a crash, or a previous run)."""
 
 
 def read_segment(path: Path) -> list[dict[str, Any]]:
@@ -146,4 +148,4 @@ class Journal:
         except (BlockingIOError, FileNotFoundError):
             os.close(fd)
             return None
-        return Segment(path, fd)
+        return Segment(path, fd, adopted=True)

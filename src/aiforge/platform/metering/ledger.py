@@ -6,6 +6,17 @@ thread seals the active segment every ``flush_interval_s``, inserts its records 
 idempotent batch and deletes the segment only after the commit. ``start`` first replays
 every segment left behind (a crash, a ``SIGKILL``, a database outage, another gateway that
 died); ``stop`` flushes what is left.
+
+Requests in flight when the gateway dies: ``open`` journals an ``{"opened": <provisional
+record>}`` entry just before a request goes to a replica (one more append, no fsync). A
+flush drops an opened entry once its final record is journaled; one whose request is still
+running here is appended again to the active segment, so it outlives the sealed segment
+that is deleted. An opened entry in a segment *adopted* from a dead writer without its final
+record becomes the request's record (status 502, ``gateway_crashed``, the prompt estimate,
+no completion tokens — what the replica did after the crash is unknown). A real record
+always replaces such a placeholder in the database, so the order in which gateways adopt a
+dead one's segments does not matter: every request that reached a replica has exactly one
+record.
 """
 
 from __future__ import annotations
@@ -14,7 +25,10 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine
 
@@ -30,6 +44,46 @@ from aiforge.platform.metering.rows import insert_records
 log = logging.getLogger(__name__)
 
 JOURNAL_DIRNAME = "usage-journal"
+OPENED = "opened"
+"""Journal entry ``{"opened": <provisional record>}``: a request sent to a replica."""
+
+
+@dataclass
+class ReplayBatch:
+    """Journal entries sorted for the database (pure bookkeeping)."""
+
+    records: list[Mapping[str, Any]] = field(default_factory=list)
+    placeholders: list[Mapping[str, Any]] = field(default_factory=list)
+    """Provisional records of requests whose gateway died before their final record."""
+    carried: list[Mapping[str, Any]] = field(default_factory=list)
+    """Opened entries of requests still running in this process (journal them again)."""
+
+
+def sort_entries(
+    segments: Iterable[tuple[bool, list[dict[str, Any]]]], running: set[str] | frozenset[str]
+) -> ReplayBatch:
+    """Split ``(adopted, entries)`` per segment into records, placeholders and carried
+    opened entries. ``running``: request ids this process has opened and not yet recorded."""
+    batch = ReplayBatch()
+    opened: list[tuple[bool, Mapping[str, Any]]] = []
+    for adopted, entries in segments:
+        for entry in entries:
+            provisional = entry.get(OPENED)
+            if isinstance(provisional, dict):
+                opened.append((adopted, provisional))
+            else:
+                batch.records.append(entry)
+    finished = {str(r.get("request_id")) for r in batch.records}
+    for adopted, provisional in opened:
+        request_id = str(provisional.get("request_id"))
+        if request_id in finished:
+            continue
+        if adopted:
+            batch.placeholders.append(provisional)
+        elif request_id in running:
+            batch.carried.append(provisional)
+        # else: its final record went to the active segment after the seal.
+    return batch
 
 
 class UsageLedger:
@@ -52,6 +106,7 @@ class UsageLedger:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_adopt = 0.0
+        self._running: set[str] = set()
 
     @classmethod
     def from_settings(cls, settings: Settings, engine: Engine | None = None) -> UsageLedger:
@@ -59,10 +114,18 @@ class UsageLedger:
         db = engine if engine is not None else make_engine(settings.resolved_database_url())
         return cls(db, settings.data_dir / JOURNAL_DIRNAME)
 
+    def open(self, provisional: UsageEvent) -> None:
+        """Journal the record ``provisional`` a replay uses if this process dies before
+        :meth:`record` of the same request (one local ``write``)."""
+        self._running.add(provisional.request_id)
+        self._journal.append({OPENED: provisional})
+
     def record(self, event: UsageEvent) -> None:
         """Append ``event`` to the journal (in the OS before this returns). Never blocks on I/O
         beyond one local ``write``."""
         self._journal.append(event)
+        # Only after the append: a flush that no longer sees the id running finds the record.
+        self._running.discard(event.request_id)
 
     async def start(self) -> None:
         """Replay every unflushed segment into the database, then start the flusher."""
@@ -93,14 +156,18 @@ class UsageLedger:
             if adopt:
                 self._pending.extend(self._journal.adopt_orphans())
                 self._last_adopt = time.monotonic()
-            inserted = 0
-            while self._pending:
-                segment = self._pending[0]
-                records = read_segment(segment.path)
-                with self.engine.begin() as connection:
-                    inserted += insert_records(connection, records)
-                self._pending.pop(0)
+            if not self._pending:
+                return 0
+            segments = [(s.adopted, read_segment(s.path)) for s in self._pending]
+            batch = sort_entries(segments, frozenset(self._running))
+            # Before the sealed segments go: the opened entries must stay in the journal.
+            for provisional in batch.carried:
+                self._journal.append({OPENED: provisional})
+            with self.engine.begin() as connection:
+                inserted = insert_records(connection, batch.records, batch.placeholders)
+            for segment in self._pending:
                 self._journal.discard(segment)
+            self._pending.clear()
             return inserted
 
     async def totals(self, *, group_by: GroupBy, filters: UsageFilter) -> list[UsageTotal]:

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, Insert, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from aiforge.gateway.access import GATEWAY_CRASHED
 from aiforge.platform.metering.table import UsageRecordRow
 
 _CHUNK = 1_000
@@ -45,6 +46,22 @@ def event_row(record: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _insert_replacing_placeholders(dialect: str) -> Insert:
+    """Insert, or replace a stored ``gateway_crashed`` placeholder of the same request (a real
+    record always wins over the one replay made up); any other stored record is kept."""
+    if dialect not in ("postgresql", "sqlite"):
+        return insert(UsageRecordRow)
+    dialect_module: Any = postgresql if dialect == "postgresql" else sqlite
+    statement = dialect_module.insert(UsageRecordRow)
+    columns = [c.name for c in UsageRecordRow.__table__.columns if c.name not in ("id",)]
+    upsert: Insert = statement.on_conflict_do_update(
+        index_elements=["request_id"],
+        set_={name: statement.excluded[name] for name in columns if name != "request_id"},
+        where=UsageRecordRow.error_type == GATEWAY_CRASHED,
+    )
+    return upsert
+
+
 def _insert_ignoring_duplicates(dialect: str) -> Insert:
     if dialect == "postgresql":
         return postgresql.insert(UsageRecordRow).on_conflict_do_nothing(
@@ -55,24 +72,36 @@ def _insert_ignoring_duplicates(dialect: str) -> Insert:
     return insert(UsageRecordRow)
 
 
-def insert_records(connection: Connection, records: Iterable[Mapping[str, Any]]) -> int:
-    """Insert every record whose ``request_id`` is new; return how many were new.
+def insert_records(
+    connection: Connection,
+    records: Iterable[Mapping[str, Any]],
+    placeholders: Iterable[Mapping[str, Any]] = (),
+) -> int:
+    """Insert every record whose ``request_id`` is new; return how many rows were written.
 
-    Idempotent: replaying a segment that was (partly) flushed before changes nothing.
+    ``records`` are real records: each replaces a stored ``gateway_crashed`` placeholder of
+    its request. ``placeholders`` (records replay made up for requests whose gateway died)
+    are written only where their request has no row yet. Idempotent: replaying a segment
+    that was (partly) flushed before changes nothing.
     """
     rows = _unique_rows(records)
-    if not rows:
-        return 0
+    real = {row["request_id"] for row in rows}
+    made_up = [row for row in _unique_rows(placeholders) if row["request_id"] not in real]
     dialect = connection.dialect.name
     if dialect not in ("postgresql", "sqlite"):
         rows = _not_yet_stored(connection, rows)
-    # RETURNING lists only the rows actually inserted (rowcount is unreliable for batches).
-    statement = _insert_ignoring_duplicates(dialect).returning(UsageRecordRow.request_id)
-    inserted = 0
+        made_up = _not_yet_stored(connection, made_up)
+    written = _execute(connection, _insert_replacing_placeholders(dialect), rows)
+    return written + _execute(connection, _insert_ignoring_duplicates(dialect), made_up)
+
+
+def _execute(connection: Connection, statement: Insert, rows: Sequence[dict[str, Any]]) -> int:
+    # RETURNING lists only the rows actually written (rowcount is unreliable for batches).
+    returning = statement.returning(UsageRecordRow.request_id)
+    written = 0
     for start in range(0, len(rows), _CHUNK):
-        chunk = rows[start : start + _CHUNK]
-        inserted += len(connection.execute(statement, chunk).all())
-    return inserted
+        written += len(connection.execute(returning, rows[start : start + _CHUNK]).all())
+    return written
 
 
 def _unique_rows(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, select
 
-from aiforge.gateway.access import UsageEvent
+from aiforge.gateway.access import GATEWAY_CRASHED, UsageEvent
 from aiforge.platform.db.base import Base
 from aiforge.platform.db.engine import make_engine
 from aiforge.platform.metering import (
@@ -156,3 +156,79 @@ async def test_budget_usage_counts_this_day_and_month(engine: Engine, tmp_path: 
     assert usage[("key", "k1")].day_tokens == 15
     assert usage[("key", "k1")].month_tokens == 30
     assert usage[("project", "p1")].month_tokens == 30
+
+
+def provisional(request_id: str) -> UsageEvent:
+    return event(
+        request_id, status_code=502, prompt_tokens=9, completion_tokens=0,
+        error_type=GATEWAY_CRASHED,
+    )  # fmt: skip
+
+
+def rows(engine: Engine) -> dict[str, tuple[int, int, int, str | None]]:
+    table = UsageRecordRow
+    columns = (table.request_id, table.status_code, table.prompt_tokens,
+               table.completion_tokens, table.error_type)  # fmt: skip
+    with engine.connect() as connection:
+        return {r[0]: tuple(r[1:]) for r in connection.execute(select(*columns))}  # type: ignore[misc]
+
+
+def test_requests_running_across_flushes_keep_their_opened_entry(
+    engine: Engine, tmp_path: Path
+) -> None:
+    journal_dir = tmp_path / "journal"
+    ledger = UsageLedger(engine, journal_dir)
+    ledger.open(provisional("done"))
+    ledger.record(event("done"))
+    ledger.open(provisional("long"))
+    ledger.open(provisional("late"))
+    assert ledger.flush() == 1  # only the finished request; the others are running
+    ledger.record(event("late"))
+    ledger.flush()
+    # The one still running is journaled again, in the active segment, for a crash now.
+    entries = [e for s in journal_dir.glob("*.jsonl") for e in read_segment(s)]
+    assert [e["opened"]["request_id"] for e in entries if "opened" in e] == ["long"]
+    ledger.record(event("long", completion_tokens=7))
+    ledger.flush()
+    assert rows(engine) == {"done": (200, 10, 5, None), "late": (200, 10, 5, None),
+                            "long": (200, 10, 7, None)}  # fmt: skip
+    assert not list(journal_dir.glob("*.jsonl"))
+
+
+def test_a_dead_gateways_open_requests_get_exactly_one_record(
+    engine: Engine, tmp_path: Path
+) -> None:
+    journal_dir = tmp_path / "journal"
+    dead = UsageLedger(engine, journal_dir)
+    dead.open(provisional("finished"))
+    dead.record(event("finished"))
+    dead.open(provisional("cut-early"))
+    dead.flush()  # the opened entry of cut-early moves to a new segment
+    dead.open(provisional("cut-late"))
+    dead._journal.close()  # SIGKILL: the locks are gone, the segments stay
+    assert UsageLedger(engine, journal_dir).flush(adopt=True) == 2
+    assert rows(engine) == {
+        "finished": (200, 10, 5, None),
+        "cut-early": (502, 9, 0, GATEWAY_CRASHED),
+        "cut-late": (502, 9, 0, GATEWAY_CRASHED),
+    }
+
+
+def test_a_real_record_replaces_a_placeholder_but_nothing_else(
+    engine: Engine, tmp_path: Path
+) -> None:
+    # Two gateways adopted a dead one's segments: one got the opened entry, one the record.
+    first, second = tmp_path / "a", tmp_path / "b"
+    writer = UsageLedger(engine, first)
+    writer.open(provisional("r1"))
+    writer.open(provisional("r2"))
+    writer.record(event("r2"))
+    writer._journal.close()
+    UsageLedger(engine, first).flush(adopt=True)
+    assert rows(engine)["r1"][3] == GATEWAY_CRASHED
+    late = UsageLedger(engine, second)
+    late.record(event("r1", completion_tokens=3))
+    late.open(provisional("r2"))
+    late._journal.close()
+    UsageLedger(engine, second).flush(adopt=True)
+    assert rows(engine) == {"r1": (200, 10, 3, None), "r2": (200, 10, 5, None)}

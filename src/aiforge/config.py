@@ -31,9 +31,10 @@ class Settings(BaseSettings):
 
     # -- where things live -------------------------------------------------
     data_dir: Path = Field(default_factory=_default_data_dir)
-    """Database, usage journal, admin key file, demo model."""
+    """Database, usage journal, replica logs, the admin key file."""
     cache_dir: Path = Field(default_factory=_default_cache_dir)
-    """Downloaded models and engine virtual environments, shared by every data dir."""
+    """Downloaded models, the demo model and engine virtual environments, shared by every
+    data dir."""
 
     # -- serving ------------------------------------------------------------
     host: str = "127.0.0.1"
@@ -44,7 +45,8 @@ class Settings(BaseSettings):
     max_model_len: int | None = None
     dtype: str = "auto"
     max_body_bytes: int = 8 * 1024 * 1024
-    replica_startup_timeout_s: float = 600.0
+    replica_startup_timeout_s: float | None = None
+    """How long a replica may take to become healthy; None: the engine's own default."""
     upstream_timeout_s: float = 600.0
 
     # -- platform -----------------------------------------------------------
@@ -54,7 +56,6 @@ class Settings(BaseSettings):
     """When set, rate-limit and quota counters live in Redis, shared by every gateway."""
     admin_key: str | None = None
     """Use this admin API key instead of generating one on first start."""
-    region: str = "default"
     key_pepper: str | None = None
     """A secret mixed into API-key hashes; set the same value on every gateway of a database."""
 

@@ -258,9 +258,11 @@ def chat_command(
     """Chat with a served model in the terminal, streaming; reasoning is shown dimmed."""
     import openai
 
+    from aiforge.platform.api.client import stored_admin_key
+
     settings = Settings()
     base_url = url or f"http://{settings.host}:{settings.port}/v1"
-    key = api_key or settings.admin_key or "none"
+    key = api_key or settings.admin_key or stored_admin_key(settings.data_dir) or "none"
     client = openai.OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=600)
     console = Console()
     try:

@@ -206,7 +206,9 @@ async def _start_replica(table: ReplicaTable, options: ServeOptions, settings: S
     process = runtime.spawn(plan, replica_id=replica_id, url=url)
     options.replicas.append(process)
     table.get(replica_id).pid = process.pid
-    await runtime.wait_ready(process, plan, progress)
+    await runtime.wait_ready(
+        process, plan, progress, timeout_s=settings.replica_startup_timeout_s
+    )
     table.set_state(replica_id, ReplicaState.READY)
 
 

@@ -29,6 +29,7 @@ from aiforge.gateway.metrics import GatewayMetrics
 from aiforge.gateway.proxy import ReplicaProxy
 from aiforge.gateway.request_id import RequestIdMiddleware
 from aiforge.gateway.routes import health, openai
+from aiforge.gateway.upstream import UpstreamPool
 
 UPSTREAM_CONNECT_TIMEOUT_S = 5.0
 
@@ -45,13 +46,17 @@ def create_app(
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> FastAPI:
     """Build the gateway app. ``monitor`` (optional) keeps replica states fresh while it
-    runs; ``transport`` replaces the network for tests."""
+    runs; ``transport`` replaces the network of the health checks for tests (requests go
+    to replicas over :class:`UpstreamPool` connections)."""
     client = httpx.AsyncClient(
         timeout=httpx.Timeout(settings.upstream_timeout_s, connect=UPSTREAM_CONNECT_TIMEOUT_S),
         limits=httpx.Limits(
             max_connections=None, max_keepalive_connections=256, keepalive_expiry=30.0
         ),
         transport=transport,
+    )
+    pool = UpstreamPool(
+        connect_timeout_s=UPSTREAM_CONNECT_TIMEOUT_S, read_timeout_s=settings.upstream_timeout_s
     )
 
     @contextlib.asynccontextmanager
@@ -65,6 +70,7 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await client.aclose()
+            await pool.aclose()
 
     app = FastAPI(
         title="aiforge",
@@ -83,7 +89,7 @@ def create_app(
     app.state.handler = OpenAIHandler(
         settings,
         replicas=replicas,
-        proxy=ReplicaProxy(replicas, client),
+        proxy=ReplicaProxy(replicas, pool),
         authenticator=authenticator,
         admission=admission,
         usage_sink=usage_sink,

@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import anyio
-import httpx
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -39,6 +38,7 @@ from aiforge.gateway.metrics import GatewayMetrics
 from aiforge.gateway.proxy import ReplicaProxy, upstream_failed
 from aiforge.gateway.request import ProxiedRequest, parse_request, read_body
 from aiforge.gateway.request_id import scope_request_id
+from aiforge.gateway.upstream import UpstreamError, UpstreamResponse
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ class OpenAIHandler:
 
     async def _open(
         self, call: _Call, parsed: ProxiedRequest, path: str, request: Request
-    ) -> tuple[Replica, httpx.Response]:
+    ) -> tuple[Replica, UpstreamResponse]:
         self.metrics.in_flight.labels(call.model).inc()
         self._journal_open(call)
         try:
@@ -185,7 +185,7 @@ class OpenAIHandler:
                 request.headers,
                 request_id=call.request_id,
             )
-        except httpx.HTTPError as exc:
+        except UpstreamError as exc:
             self.metrics.in_flight.labels(call.model).dec()
             raise upstream_failed(exc) from None
         except BaseException:
@@ -216,11 +216,11 @@ class OpenAIHandler:
         except Exception:  # the journal is best effort here; the final record still follows
             log.exception("usage sink failed to open %s", call.request_id)
 
-    async def _answer(self, call: _Call, replica: Replica, upstream: httpx.Response) -> Response:
+    async def _answer(self, call: _Call, replica: Replica, upstream: UpstreamResponse) -> Response:
         """A non-streamed answer (or an upstream error), passed through unchanged."""
         try:
             body = await upstream.aread()
-        except httpx.HTTPError as exc:
+        except UpstreamError as exc:
             error = upstream_failed(exc)
             await self._finish(call, replica=replica, status=error.status, error_type=error.code)
             return error.response()
@@ -240,7 +240,7 @@ class OpenAIHandler:
     async def _relay(
         self,
         call: _Call,
-        upstream: httpx.Response,
+        upstream: UpstreamResponse,
         meter: StreamMeter,
         cleanup: Callable[[], Awaitable[None]],
     ) -> AsyncIterator[bytes]:
@@ -254,14 +254,14 @@ class OpenAIHandler:
             if rest:
                 yield rest
             call.stream_completed = True
-        except httpx.HTTPError as exc:
+        except UpstreamError as exc:
             call.stream_error = f"upstream_error: {type(exc).__name__}"
         finally:
             with anyio.CancelScope(shield=True):
                 await cleanup()
 
     async def _close_stream(
-        self, call: _Call, replica: Replica, upstream: httpx.Response, meter: StreamMeter
+        self, call: _Call, replica: Replica, upstream: UpstreamResponse, meter: StreamMeter
     ) -> None:
         """Idempotent end of a stream: close upstream, settle, record usage."""
         if call.finished:

@@ -1,4 +1,5 @@
-"""Forwarding a request to a ready replica of its model over a pooled HTTP client.
+"""Forwarding a request to a ready replica of its model over pooled connections
+(:mod:`aiforge.gateway.upstream`).
 
 A connection that fails before the replica sent anything (refused, reset, timed out while
 connecting) is retried on the next candidate and the replica is marked unhealthy until the
@@ -10,19 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import httpx
-
 from aiforge.cluster.replicas import Replica, ReplicaState, ReplicaTable
 from aiforge.gateway.errors import GatewayError, no_replica
-
-# Failures that prove the replica never started on the request, so a retry cannot double it.
-_RETRYABLE = (
-    httpx.ConnectError,
-    httpx.ConnectTimeout,
-    httpx.RemoteProtocolError,
-    httpx.ReadError,
-    httpx.WriteError,
-    httpx.PoolTimeout,
+from aiforge.gateway.upstream import (
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamPool,
+    UpstreamResponse,
 )
 
 _FORWARDED_HEADERS = ("traceparent", "tracestate")
@@ -32,11 +27,9 @@ _FORWARDED_HEADERS = ("traceparent", "tracestate")
 class ReplicaProxy:
     """Opens upstream responses (streamed) on the least-loaded ready replica."""
 
-    def __init__(
-        self, table: ReplicaTable, client: httpx.AsyncClient, *, max_attempts: int = 3
-    ) -> None:
+    def __init__(self, table: ReplicaTable, pool: UpstreamPool, *, max_attempts: int = 3) -> None:
         self.table = table
-        self.client = client
+        self.pool = pool
         self.max_attempts = max_attempts
 
     async def open(
@@ -47,11 +40,12 @@ class ReplicaProxy:
         client_headers: Mapping[str, str],
         *,
         request_id: str,
-    ) -> tuple[Replica, httpx.Response]:
+    ) -> tuple[Replica, UpstreamResponse]:
         """Send ``body`` to ``path`` on a replica, as ``x-request-id: request_id``; the caller
         must close the response and call :meth:`release` with the replica.
 
-        Raises a 503 :class:`GatewayError` when no replica can be reached.
+        Raises a 503 :class:`GatewayError` when no replica can be reached, and
+        :class:`UpstreamError` when one failed after it may have started on the request.
         """
         candidates = self.table.candidates(model)[: self.max_attempts]
         if not candidates:
@@ -63,13 +57,10 @@ class ReplicaProxy:
                 headers[name] = value
         errors: list[str] = []
         for replica in candidates:
-            request = self.client.build_request(
-                "POST", replica.url + path, content=body, headers=headers
-            )
             replica.in_flight += 1
             try:
-                response = await self.client.send(request, stream=True)
-            except _RETRYABLE as exc:
+                response = await self.pool.post(replica.url, path, body, headers)
+            except UpstreamConnectError as exc:
                 replica.in_flight -= 1
                 errors.append(f"{replica.id}: {type(exc).__name__}")
                 if replica.state == ReplicaState.READY:
@@ -92,7 +83,7 @@ class ReplicaProxy:
         return "replicas are " + ", ".join(states) if states else "no replica"
 
 
-def upstream_failed(exc: httpx.HTTPError) -> GatewayError:
+def upstream_failed(exc: UpstreamError) -> GatewayError:
     return GatewayError(
         502,
         f"The replica failed while answering: {type(exc).__name__}.",

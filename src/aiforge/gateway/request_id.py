@@ -7,18 +7,34 @@ Every response on a ``/v1`` path then carries ``x-request-id: <id>`` — answers
 errors alike (401, 404, 413, 429, ...) — so a client can quote it and an operator can find
 its ledger record. A client's own ``x-request-id`` is not trusted (it could collide with
 another request's record); the gateway's id replaces it.
+
+The middleware is also the inference routes' fast path: a ``POST`` to one of
+:data:`INFERENCE_ROUTES` goes straight to ``app.state.handler`` (with its
+:class:`~aiforge.gateway.errors.GatewayError` answered here), skipping FastAPI's routing,
+dependency solving and exception middleware — a third of the gateway's own time per request
+on this hop. The routes stay registered with FastAPI for the OpenAPI schema and for
+requests that reach them some other way; both paths run the same handler.
 """
 
 from __future__ import annotations
 
 import os
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from aiforge.gateway.access import RequestKind
+from aiforge.gateway.errors import GatewayError
 
 HEADER = "x-request-id"
 SCOPE_KEY = "aiforge.request_id"
 _HEADER_BYTES = HEADER.encode()
 _PREFIX = "/v1"
+INFERENCE_ROUTES: dict[str, RequestKind] = {
+    "/v1/chat/completions": "chat",
+    "/v1/completions": "completion",
+    "/v1/embeddings": "embedding",
+}
 
 
 def new_request_id() -> str:
@@ -54,4 +70,13 @@ class RequestIdMiddleware:
                 message["headers"] = headers
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        kind = INFERENCE_ROUTES.get(scope["path"])
+        if kind is None or scope["method"] != "POST":
+            await self.app(scope, receive, send_with_id)
+            return
+        request = Request(scope, receive)
+        try:
+            response = await scope["app"].state.handler.handle(request, kind, scope["path"])
+        except GatewayError as exc:
+            response = exc.response()
+        await response(scope, receive, send_with_id)

@@ -79,14 +79,16 @@ _Command = _Add | _Abort | _Stop
 class LlamaCppTokenEngine:
     """Serves token generation for one GGUF model with continuous batching."""
 
-    def __init__(self, runner: LlamaRunner) -> None:
+    def __init__(self, runner: LlamaRunner, *, eos_token_ids: frozenset[int] | None = None) -> None:
+        """``eos_token_ids`` end generation unless a request ignores EOS; default: every
+        token llama.cpp calls end-of-generation."""
         self._runner = runner
         self._scheduler = BatchScheduler(
             max_num_seqs=runner.max_num_seqs,
             max_batch_tokens=runner.max_batch_tokens,
             max_model_len=runner.max_model_len,
         )
-        self._eos = runner.eog_token_ids()
+        self._eos = runner.eog_token_ids() if eos_token_ids is None else eos_token_ids
         self._info = EngineModelInfo(
             max_model_len=runner.max_model_len,
             vocab_size=runner.n_vocab,
@@ -167,7 +169,6 @@ class LlamaCppTokenEngine:
             self._publish_load()
             if plan.has_work:
                 self._step(plan)
-                self._publish_load()
         for rid in self._scheduler.abort_all():
             self._active.pop(rid).sink.put(None)
         self._runner.release(self._scheduler.schedule().released_seq_ids)
@@ -232,7 +233,9 @@ class LlamaCppTokenEngine:
         except Exception as exc:  # the model failed: fail the requests in this batch
             self._fail_running(exc)
             return
-        for step in self._scheduler.update_from_output(outputs):
+        steps = self._scheduler.update_from_output(outputs)
+        self._publish_load()  # before the events: a client that saw its last token sees it
+        for step in steps:
             active = self._active[step.request_id]
             active.sink.put(step.event)
             if step.event.finish_reason is not None:

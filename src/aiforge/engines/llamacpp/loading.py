@@ -13,7 +13,7 @@ from aiforge.engines.llamacpp.paths import find_gguf
 from aiforge.engines.llamacpp.runner import LlamaRunner, RunnerConfig, silence_llama_logs
 from aiforge.engines.server.main import ReplicaArgs
 
-__all__ = ["build_engine", "load_tokenizer"]
+__all__ = ["build_engine", "load_tokenizer", "open_runner", "resolve_model", "stop_tokens"]
 
 log = logging.getLogger("aiforge.engines.llamacpp")
 
@@ -31,8 +31,8 @@ def load_tokenizer(gguf_path: Path) -> PreTrainedTokenizerBase:
     return AutoTokenizer.from_pretrained(folder, gguf_file=gguf_path.name)
 
 
-def open_runner(args: ReplicaArgs) -> LlamaRunner:
-    """Load the GGUF named by ``args.model`` into a multi-sequence llama.cpp context."""
+def resolve_model(args: ReplicaArgs) -> Path:
+    """The GGUF file the replica serves; refuses what this engine cannot serve."""
     if args.embedding:
         raise ValueError(
             "the llama.cpp engine serves chat and completion models only; "
@@ -41,6 +41,11 @@ def open_runner(args: ReplicaArgs) -> LlamaRunner:
     gguf = find_gguf(args.model)
     if gguf is None:
         raise ValueError(f"{args.model} is not a .gguf file or a directory holding exactly one")
+    return gguf
+
+
+def open_runner(gguf: Path, args: ReplicaArgs) -> LlamaRunner:
+    """Load ``gguf`` into a llama.cpp context sized by the replica's arguments."""
     silence_llama_logs()
     config = RunnerConfig(
         model_path=gguf,
@@ -51,11 +56,17 @@ def open_runner(args: ReplicaArgs) -> LlamaRunner:
     return LlamaRunner(config)
 
 
+def stop_tokens(runner: LlamaRunner, tokenizer: PreTrainedTokenizerBase) -> frozenset[int]:
+    """llama.cpp's end-of-generation tokens that are also special in the tokenizer, so a
+    GGUF stops where the same model stops on the transformers engine."""
+    special = {i for i, token in tokenizer.added_tokens_decoder.items() if token.special}
+    return runner.eog_token_ids() & special
+
+
 async def build_engine(args: ReplicaArgs) -> tuple[LlamaCppTokenEngine, PreTrainedTokenizerBase]:
     """Load model and tokenizer off the event loop, start the engine thread."""
-    runner = await asyncio.to_thread(open_runner, args)
-    gguf = find_gguf(args.model)
-    assert gguf is not None  # open_runner checked it
+    gguf = resolve_model(args)
+    runner = await asyncio.to_thread(open_runner, gguf, args)
     tokenizer = await asyncio.to_thread(load_tokenizer, gguf)
     log.info(
         "llama.cpp: %s, %d sequences x %d tokens, batch %d",
@@ -64,6 +75,6 @@ async def build_engine(args: ReplicaArgs) -> tuple[LlamaCppTokenEngine, PreTrain
         runner.max_model_len,
         runner.max_batch_tokens,
     )
-    engine = LlamaCppTokenEngine(runner)
+    engine = LlamaCppTokenEngine(runner, eos_token_ids=stop_tokens(runner, tokenizer))
     await engine.start()
     return engine, tokenizer

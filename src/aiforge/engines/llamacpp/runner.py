@@ -124,10 +124,15 @@ class LlamaRunner:
         return ctx
 
     def eog_token_ids(self) -> frozenset[int]:
-        """Every token llama.cpp treats as end of generation (Qwen: ``<|im_end|>`` and
-        ``<|endoftext|>``)."""
-        is_eog = self._ll.llama_vocab_is_eog
-        return frozenset(t for t in range(self.n_vocab) if is_eog(self._vocab, t))
+        """Every token llama.cpp treats as end of generation.
+
+        Besides the model's special tokens (Qwen: ``<|im_end|>``, ``<|endoftext|>``…)
+        llama.cpp flags some *ordinary* tokens by their text (Qwen's ``</s>``) and marks
+        them as control tokens; :func:`~aiforge.engines.llamacpp.loading.build_engine`
+        keeps only the tokenizer's special ones.
+        """
+        is_eog, vocab = self._ll.llama_vocab_is_eog, self._vocab
+        return frozenset(t for t in range(self.n_vocab) if is_eog(vocab, t))
 
     def metadata(self, key: str) -> str | None:
         """A GGUF metadata value as a string (``general.name``, ``qwen3.context_length``…)."""

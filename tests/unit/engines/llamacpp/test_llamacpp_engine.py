@@ -12,7 +12,7 @@ import torch
 
 from aiforge.engines.core import GenerationRequest, SamplingParams, TokenEvent
 from aiforge.engines.llamacpp.engine import LlamaCppTokenEngine
-from aiforge.engines.llamacpp.loading import load_tokenizer
+from aiforge.engines.llamacpp.loading import load_tokenizer, stop_tokens
 from aiforge.engines.llamacpp.runner import LlamaRunner, RunnerConfig, silence_llama_logs
 from aiforge.engines.llamacpp.scheduler import BatchToken
 from aiforge.testing.gguf import require_llama_cpp
@@ -70,11 +70,15 @@ def test_llama_cpp_tokenizes_like_hugging_face(tiny_gguf: Path) -> None:
         text = "<|im_start|>user\nHello, wörld! 123 <think>emoji 🦙</think><|im_end|>\n"
         assert runner.tokenize(text) == tokenizer.encode(text)
         assert runner.n_vocab == 151936
-        assert runner.eog_token_ids() >= {151643, 151645}
+        assert runner.eog_token_ids() >= {151643, 151645, 128247}  # 128247 is "</s>"
+        stops = stop_tokens(runner, tokenizer)
+        assert {151643, 151645} <= stops
+        assert 128247 not in stops  # an ordinary token for Hugging Face: no stop
     finally:
         runner.close()
 
 
+@pytest.mark.slow  # transformers parses the GGUF's 151,936-token vocabulary in Python
 def test_tokenizer_rebuilt_from_gguf_metadata_matches(tiny_gguf: Path, tmp_path: Path) -> None:
     alone = tmp_path / "model.gguf"
     alone.symlink_to(tiny_gguf)
@@ -99,7 +103,9 @@ def test_logits_match_transformers_on_the_same_weights(tiny_gguf: Path) -> None:
     finally:
         runner.close()
     assert got.shape == expected.shape
-    torch.testing.assert_close(got, expected, atol=2e-4, rtol=1e-3)
+    # Same weights, same maths; llama.cpp keeps its KV cache in f16, hence the tolerance.
+    torch.testing.assert_close(got, expected, atol=1e-3, rtol=1e-3)
+    assert int(got.argmax()) == int(expected.argmax())
 
 
 async def test_greedy_batched_equals_alone_with_joins_and_leaves(

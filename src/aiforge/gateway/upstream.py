@@ -100,12 +100,12 @@ class UpstreamResponse:
                 self.headers["connection"] = "close"
                 while part := await self._read(reader.read(65536)):
                     yield part
+        except TimeoutError:  # before OSError: TimeoutError is one
+            await self.aclose()
+            raise UpstreamTimeout("the replica stopped sending") from None
         except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
             await self.aclose()
             raise UpstreamError(f"{type(exc).__name__}: {exc}") from None
-        except TimeoutError:
-            await self.aclose()
-            raise UpstreamTimeout("the replica stopped sending") from None
         self._done = True
         await self.aclose()
 
@@ -226,13 +226,17 @@ class UpstreamPool:
             if exc.partial:
                 raise UpstreamError("the replica closed the connection mid-answer") from None
             raise UpstreamConnectError("the replica closed the connection") from None
+        except TimeoutError:  # before OSError: TimeoutError is one
+            connection.close()
+            raise UpstreamTimeout("the replica sent no answer in time") from None
         except (OSError, asyncio.LimitOverrunError) as exc:
             connection.close()
             raise UpstreamConnectError(f"{type(exc).__name__}: {exc}") from None
-        except TimeoutError:
+        try:
+            status, headers = _parse_head(head)
+        except UpstreamError:
             connection.close()
-            raise UpstreamTimeout("the replica sent no answer in time") from None
-        status, headers = _parse_head(head)
+            raise
         return UpstreamResponse(self, origin, connection, status, headers, self.read_timeout_s)
 
 

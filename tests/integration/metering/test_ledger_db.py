@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func, select
 
-from aiforge.gateway.access import UsageEvent
+from aiforge.gateway.access import GATEWAY_CRASHED, UsageEvent
 from aiforge.platform.db.engine import make_engine
 from aiforge.platform.db.migrate import upgrade_to_head
 from aiforge.platform.metering import UsageFilter, UsageLedger, UsageRecordRow
@@ -96,3 +97,30 @@ async def test_totals_on_the_migrated_schema(engine: Engine, tmp_path: Path) -> 
     assert sum(t.errors for t in totals) == len([i for i in range(30) if i % 7 == 0])
     (day,) = await ledger.totals(group_by="day", filters=UsageFilter())
     assert day.group == "2025-06-01"
+
+
+def test_crash_placeholders_yield_to_real_records_in_any_order(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """A dead gateway's segments adopted by two gateways: one holds the opened entries, the
+    other the final records of half of them. Whichever flushes first, every request ends
+    with one row: the real record where there is one, else the ``gateway_crashed`` one."""
+    opened, finals = tmp_path / "opened", tmp_path / "finals"
+    writer = UsageLedger(engine, opened)
+    for i in range(10):
+        writer.open(replace(event(i), status_code=502, completion_tokens=0,
+                            error_type=GATEWAY_CRASHED))  # fmt: skip
+    writer._journal.close()
+    UsageLedger(engine, opened).flush(adopt=True)
+    late = UsageLedger(engine, finals)
+    for i in range(0, 10, 2):
+        late.record(event(i))
+    late._journal.close()
+    UsageLedger(engine, finals).flush(adopt=True)
+    with engine.connect() as connection:
+        query = select(UsageRecordRow.request_id, UsageRecordRow.error_type)
+        rows = {row[0]: row[1] for row in connection.execute(query)}
+    assert len(rows) == 10
+    assert {rid for rid, error in rows.items() if error == GATEWAY_CRASHED} == {
+        f"req-{i}" for i in range(1, 10, 2)
+    }

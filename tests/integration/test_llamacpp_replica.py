@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -67,13 +67,17 @@ def _wait_healthy(process: subprocess.Popen[bytes], url: str, log: Path, timeout
 
 
 @pytest.fixture
-def client(replica_url: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=replica_url + "/v1", api_key="unused", max_retries=0)
+def client(replica_url: str) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=replica_url + "/v1", api_key="unused", max_retries=0) as c:
+        yield c
 
 
 @pytest.fixture
-def async_client(replica_url: str) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=replica_url + "/v1", api_key="unused", max_retries=0)
+async def async_client(replica_url: str) -> AsyncIterator[openai.AsyncOpenAI]:
+    async with openai.AsyncOpenAI(
+        base_url=replica_url + "/v1", api_key="unused", max_retries=0
+    ) as c:
+        yield c
 
 
 def test_models_lists_the_served_name(client: openai.OpenAI) -> None:

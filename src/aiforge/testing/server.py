@@ -83,8 +83,9 @@ class RemoteAiforgeServer:
     # -- lifecycle ------------------------------------------------------------
     def argv(self) -> list[str]:
         return [
-            sys.executable, "-m", CLI_MODULE, "serve", "--model", self.model, "--engine", self.engine,
-            "--host", self.host, "--port", str(self.port), "--data-dir", str(self.data_dir),
+            sys.executable, "-m", CLI_MODULE, "serve", "--model", self.model,
+            "--engine", self.engine, "--host", self.host, "--port", str(self.port),
+            "--data-dir", str(self.data_dir),
             *self.serve_args,
         ]  # fmt: skip
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import httpx
 import orjson
@@ -117,7 +118,7 @@ async def test_user_errors_get_openai_envelopes(gateway: Gateway) -> None:
             "/v1/chat/completions", json={"model": MODEL, "prompt": "x" * 5000}
         )
 
-        async def chunked() -> object:
+        async def chunked() -> AsyncIterator[bytes]:
             for _ in range(10):
                 yield b" " * 1000
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import orjson
 import pytest
 
@@ -15,7 +18,7 @@ from aiforge.gateway.metering import (
 from aiforge.gateway.request import DEFAULT_COMPLETION_ESTIMATE, parse_request
 
 
-def _event(payload: dict[str, object], sep: bytes = b"\n\n") -> bytes:
+def _event(payload: Mapping[str, Any], sep: bytes = b"\n\n") -> bytes:
     return b"data: " + orjson.dumps(payload) + sep
 
 
@@ -26,8 +29,11 @@ def _usage(completion: int) -> dict[str, object]:
 
 def _stream(sep: bytes = b"\n\n", *, continuous: bool = True) -> bytes:
     """A replica's answer to include_usage (+ continuous_usage_stats): usage on every chunk."""
-    role = {"id": "c", "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}
-    delta = {"id": "c", "choices": [{"index": 0, "delta": {"content": "hi"},
+    role: dict[str, Any] = {
+        "id": "c",
+        "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}],
+    }
+    delta: dict[str, Any] = {"id": "c", "choices": [{"index": 0, "delta": {"content": "hi"},
                                      "finish_reason": None}]}  # fmt: skip
     events = [role, delta, delta]
     if continuous:

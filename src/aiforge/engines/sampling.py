@@ -35,6 +35,7 @@ __all__ = [
     "apply_top_p",
     "make_generator",
     "process_logits",
+    "sample_batch",
     "sample_token",
     "top_logprobs",
 ]
@@ -170,3 +171,44 @@ def sample_token(
         return SampledToken(token_id)
     chosen, top = top_logprobs(logprobs, token_id, params.logprobs)
     return SampledToken(token_id, chosen, top)
+
+
+def _truncate_rows(rows: torch.Tensor, top_ks: list[int], top_ps: list[float]) -> torch.Tensor:
+    """:func:`apply_top_k` then :func:`apply_top_p` on each row of ``rows`` at once."""
+    vocab = rows.shape[-1]
+    ks = [k if 0 < k < vocab else vocab for k in top_ks]
+    if min(ks) < vocab:
+        values = torch.topk(rows, max(ks), dim=-1).values
+        threshold = values.gather(1, torch.tensor(ks)[:, None] - 1)
+        rows = rows.masked_fill(rows < threshold, float("-inf"))
+    if min(top_ps) < 1.0:
+        sorted_logits, order = torch.sort(rows, dim=-1, descending=True)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        mass_before = torch.cumsum(probs, dim=-1) - probs
+        drop_sorted = mass_before >= torch.tensor(top_ps)[:, None]
+        drop_sorted[:, 0] = False
+        drop = torch.zeros_like(drop_sorted).scatter(1, order, drop_sorted)
+        rows = rows.masked_fill(drop, float("-inf"))
+    return rows
+
+
+def sample_batch(logits: torch.Tensor, params: Sequence[SamplingParams]) -> list[int]:
+    """One token per row of ``logits`` (``[rows, vocab]``), ``params[i]`` for row ``i``.
+
+    For rows that need nothing per request: no penalties, constraint, logprobs or seed (a
+    seeded request needs its own generator: use :func:`sample_token`). Greedy rows take
+    the argmax, the others are drawn from torch's global RNG after temperature, top-k and
+    top-p, exactly as :func:`sample_token` would, but in a few batched ops.
+    """
+    if all(p.temperature <= 0 for p in params):
+        greedy: list[int] = torch.argmax(logits, dim=-1).tolist()
+        return greedy
+    drawn = [i for i, p in enumerate(params) if p.temperature > 0]
+    rows = logits[drawn].to(torch.float32)
+    rows = rows / torch.tensor([params[i].temperature for i in drawn])[:, None]
+    rows = _truncate_rows(rows, [params[i].top_k for i in drawn], [params[i].top_p for i in drawn])
+    tokens = torch.multinomial(torch.softmax(rows, dim=-1), 1)[:, 0].tolist()
+    out: list[int] = torch.argmax(logits, dim=-1).tolist()
+    for i, token in zip(drawn, tokens, strict=True):
+        out[i] = int(token)
+    return out

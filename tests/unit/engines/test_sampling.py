@@ -14,6 +14,7 @@ from aiforge.engines.sampling import (
     apply_top_k,
     apply_top_p,
     make_generator,
+    sample_batch,
     sample_token,
 )
 
@@ -146,3 +147,42 @@ def test_constraint_masks_before_sampling_and_logprobs() -> None:
         for _ in range(30)
     }
     assert sampled <= {2, 3}
+
+
+def test_sample_batch_greedy_rows_take_each_rows_argmax() -> None:
+    logits = torch.tensor([[0.0, 2.0, 1.0], [5.0, -1.0, 4.9], [0.0, 0.0, 0.5]])
+    greedy = SamplingParams(max_tokens=1, temperature=0)
+    assert sample_batch(logits, [greedy] * 3) == [1, 0, 2]
+    assert sample_batch(logits.to(torch.bfloat16), [greedy] * 3) == [1, 0, 2]
+
+
+def test_sample_batch_truncates_each_row_with_its_own_top_k_and_top_p() -> None:
+    row = [4.0, 3.9, 3.8, 3.7, -50.0]
+    logits = torch.tensor([row, row, row, row])
+    params = [
+        SamplingParams(max_tokens=1, temperature=0),  # greedy: token 0
+        SamplingParams(max_tokens=1, temperature=1.0, top_k=2),  # {0, 1}
+        SamplingParams(max_tokens=1, temperature=1.0, top_p=0.3),  # {0, 1}: mass 0.28 then 0.53
+        SamplingParams(max_tokens=1, temperature=5.0),  # anything but the -50 token
+    ]
+    seen: list[set[int]] = [set(), set(), set(), set()]
+    torch.manual_seed(0)
+    for _ in range(200):
+        for i, token in enumerate(sample_batch(logits, params)):
+            seen[i].add(token)
+    assert seen[0] == {0}
+    assert seen[1] == {0, 1}
+    assert seen[2] == {0, 1}
+    assert seen[3] == {0, 1, 2, 3}
+    # The same sets as the per-row path allows.
+    for p, allowed in zip(params[1:3], seen[1:3], strict=True):
+        kept = apply_top_p(apply_top_k(torch.tensor(row) / p.temperature, p.top_k), p.top_p)
+        assert set(torch.nonzero(kept > float("-inf")).flatten().tolist()) == allowed
+
+
+def test_sample_batch_draws_follow_the_temperature_scaled_distribution() -> None:
+    logits = torch.tensor([[0.0, math.log(3.0)]] * 2)
+    params = [SamplingParams(max_tokens=1, temperature=1.0)] * 2
+    torch.manual_seed(1)
+    ones = sum(sum(sample_batch(logits, params)) for _ in range(2000))
+    assert ones / 4000 == pytest.approx(0.75, abs=0.03)

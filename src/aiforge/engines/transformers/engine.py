@@ -37,7 +37,10 @@ class TransformersTokenEngine:
         self._embed_lock = threading.Lock()
         if not loaded.info.is_embedding:
             runner = ModelRunner(
-                loaded.model, max_num_seqs=max_num_seqs, max_model_len=loaded.info.max_model_len
+                loaded.model,
+                max_num_seqs=max_num_seqs,
+                max_model_len=loaded.info.max_model_len,
+                max_prefill_tokens=max_prefill_tokens,
             )
             scheduler = Scheduler(max_num_seqs=max_num_seqs, max_prefill_tokens=max_prefill_tokens)
             self._loop = EngineLoop(scheduler, runner)

@@ -27,9 +27,18 @@ __all__ = ["SlotKVCache"]
 class _Plan:
     rows: slice | torch.Tensor
     """A slice when the rows are contiguous (a view, no copy), else an index tensor."""
-    write_positions: slice | torch.Tensor
-    """A slice of positions for a prefill chunk, or one position per row for a decode."""
+    write_positions: tuple[tuple[int, int], ...] | torch.Tensor
+    """Prefill: ``(start, length)`` per row (the batch's right padding is not stored).
+    Decode: one position per row."""
     read_len: int
+    slots: tuple[int, ...]
+
+
+def _rows(slots: Sequence[int]) -> slice | torch.Tensor:
+    n = len(slots)
+    if list(slots) == list(range(slots[0], slots[0] + n)):
+        return slice(slots[0], slots[0] + n)
+    return torch.tensor(slots, dtype=torch.long)
 
 
 class SlotKVCache:
@@ -79,18 +88,19 @@ class SlotKVCache:
                 t[dst, :, :length] = t[src, :, :length]
 
     # -- the next forward pass --------------------------------------------------------
-    def plan_prefill(self, slot: int, start: int, length: int) -> None:
-        """The next forward writes ``length`` tokens of ``slot`` from position ``start``."""
-        self._plan = _Plan(slice(slot, slot + 1), slice(start, start + length), start + length)
+    def plan_prefill(
+        self, slots: Sequence[int], starts: Sequence[int], lengths: Sequence[int]
+    ) -> None:
+        """The next forward writes, for each row ``i``, ``lengths[i]`` tokens of ``slots[i]``
+        from position ``starts[i]``; the batch is right-padded to the longest, and the
+        padding's keys and values are dropped (so they never overwrite a real position)."""
+        spans = tuple(zip(starts, lengths, strict=True))
+        read_len = max(start + length for start, length in spans)
+        self._plan = _Plan(_rows(slots), spans, read_len, tuple(slots))
 
     def plan_decode(self, slots: Sequence[int], positions: torch.Tensor) -> None:
         """The next forward writes one token per slot, at ``positions`` (``[len(slots)]``)."""
-        n = len(slots)
-        contiguous = list(slots) == list(range(slots[0], slots[0] + n))
-        rows: slice | torch.Tensor = (
-            slice(slots[0], slots[0] + n) if contiguous else torch.tensor(slots, dtype=torch.long)
-        )
-        self._plan = _Plan(rows, positions, int(positions.max()) + 1)
+        self._plan = _Plan(_rows(slots), positions, int(positions.max()) + 1, tuple(slots))
 
     def update(
         self,
@@ -114,17 +124,22 @@ class SlotKVCache:
 
     @staticmethod
     def _write_read(store: torch.Tensor, new: torch.Tensor, plan: _Plan) -> torch.Tensor:
-        if isinstance(plan.write_positions, slice):
-            rows = store[plan.rows]
-            rows[:, :, plan.write_positions] = new
-            return rows[:, :, : plan.read_len]
-        positions = plan.write_positions
-        if isinstance(plan.rows, slice):
-            view = store[plan.rows]
-            view[torch.arange(view.shape[0]), :, positions] = new[:, :, 0]
-            return view[:, :, : plan.read_len]
-        store[plan.rows, :, positions] = new[:, :, 0]
-        return store.index_select(0, plan.rows)[:, :, : plan.read_len]
+        rows = plan.rows
+        if isinstance(plan.write_positions, tuple):
+            # Prefill: a handful of rows, each one contiguous copy per layer.
+            for i, (slot, (start, length)) in enumerate(
+                zip(plan.slots, plan.write_positions, strict=True)
+            ):
+                store[slot, :, start : start + length] = new[i, :, :length]
+        elif isinstance(rows, slice):
+            view = store[rows]
+            view[torch.arange(view.shape[0]), :, plan.write_positions] = new[:, :, 0]
+        else:
+            store[rows, :, plan.write_positions] = new[:, :, 0]
+        if isinstance(rows, slice):
+            return store[rows, :, : plan.read_len]
+        # Slice first so the gather copies ``read_len`` positions, not the whole capacity.
+        return store[:, :, : plan.read_len].index_select(0, rows)
 
     # -- what HF's Cache interface asks of a cache that is handed position ids ----------
     def get_seq_length(self, layer_idx: int = 0) -> int:

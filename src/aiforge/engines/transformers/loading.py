@@ -7,6 +7,7 @@ layout: a sentence-transformers ``modules.json`` whose pooling is last-token, or
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,13 @@ import torch
 
 from aiforge.engines.core import EngineModelInfo
 
-__all__ = ["LoadedModel", "is_embedding_model", "load_model", "resolve_dtype"]
+__all__ = [
+    "LoadedModel",
+    "configure_threads",
+    "is_embedding_model",
+    "load_model",
+    "resolve_dtype",
+]
 
 _DTYPES = {
     "float32": torch.float32,
@@ -81,6 +88,19 @@ def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
     return frozenset(ids)
 
 
+def configure_threads(threads: int | None) -> None:
+    """Intra-op threads: ``threads``, else torch's default (one per physical core). One
+    inter-op thread: the engine runs one forward at a time, so a second pool would only
+    compete with the intra-op one for the same cores."""
+    if threads:
+        torch.set_num_threads(threads)
+    # Settable only before torch's first parallel work in this process; a host process
+    # that already ran some (tests, an embedding caller) keeps what it has.
+    with contextlib.suppress(RuntimeError):
+        if torch.get_num_interop_threads() != 1:
+            torch.set_num_interop_threads(1)
+
+
 def load_model(
     model_dir: Path,
     *,
@@ -92,8 +112,7 @@ def load_model(
     """Load ``model_dir`` on the CPU. ``embedding=None`` detects the kind from the directory."""
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
-    if threads:
-        torch.set_num_threads(threads)
+    configure_threads(threads)
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(
             f"{model_dir} is not a Hugging Face model directory (no config.json)"

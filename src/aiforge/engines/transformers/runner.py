@@ -1,27 +1,32 @@
 """The model runner: executes one :class:`SchedulerOutput` on an HF causal LM.
 
-A step is: apply slot moves to the KV cache, run each prefill chunk (one sequence per
-forward pass; the first chunk uses the plain causal kernel), then one batched forward pass
-that decodes one token for every running sequence, each row at its own position with its
-own mask over its own cache row. The HF model does the maths; :class:`SlotKVCache` decides
-where its keys and values live. Sampling is :mod:`aiforge.engines.sampling`, per request.
+A step is: apply slot moves to the KV cache, one batched forward pass over every prefill
+chunk of the step (right-padded, each row at its own positions with its own causal mask
+over its own cache row), then one batched forward pass that decodes one token for every
+running sequence. The HF model does the maths; :class:`SlotKVCache` decides where its keys
+and values live. The LM head runs only on the hidden states that need logits (a prompt's
+last position, each decode row): with a 150k vocabulary it is a quarter of a small model.
+
+Sampling is :mod:`aiforge.engines.sampling`: one batched argmax (or draw) for every row
+that needs nothing per request, the per-request path for the rest.
 
 Called only from the engine loop's thread; not thread-safe.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from aiforge.engines.core import GenerationRequest, SamplingParams, TokenConstraint
-from aiforge.engines.sampling import SampledToken, make_generator, sample_token
+from aiforge.engines.sampling import SampledToken, make_generator, sample_batch, sample_token
 from aiforge.engines.transformers.kv_cache import SlotKVCache
 from aiforge.engines.transformers.scheduler import DecodeItem, PrefillChunk, SchedulerOutput
 
-__all__ = ["ModelRunner", "RunnerOutput"]
+__all__ = ["ModelRunner", "RunnerOutput", "prefill_groups"]
 
 
 @dataclass(slots=True)
@@ -32,16 +37,17 @@ class _SequenceSampling:
     generated: list[int] = field(default_factory=list)
 
     @property
-    def plain_greedy(self) -> bool:
-        """Argmax of the raw logits is the answer: no penalty, mask or logprobs to apply."""
+    def batchable(self) -> bool:
+        """Nothing per-request to apply: no penalty, mask, logprobs or own generator, so
+        the token comes from the batched argmax / draw."""
         p = self.params
         return (
-            p.temperature <= 0
-            and self.constraint is None
+            self.constraint is None
             and p.logprobs is None
             and p.repetition_penalty == 1.0
             and p.frequency_penalty == 0.0
             and p.presence_penalty == 0.0
+            and (p.temperature <= 0 or self.generator is None)
         )
 
 
@@ -62,11 +68,51 @@ def _kv_shape(config: Any) -> tuple[int, int, int]:
     return int(config.num_hidden_layers), kv_heads, head_dim
 
 
+def _split_head(model: Any) -> tuple[Any, Any] | None:
+    """``(decoder, lm_head)`` when the model's logits are exactly ``lm_head(hidden)``.
+
+    Models that scale or soft-cap their logits after the head (Gemma 2, Cohere) get
+    ``None``: the runner then asks the whole model for the logits it needs instead.
+    """
+    config = model.config
+    if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None):
+        return None
+    decoder = getattr(model, "base_model", None)
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if decoder is None or decoder is model or head is None:
+        return None
+    return decoder, head
+
+
+def prefill_groups(
+    chunks: Sequence[PrefillChunk], max_padded_tokens: int
+) -> list[list[PrefillChunk]]:
+    """Chunks to prefill together, one forward pass per group.
+
+    Every forward is right-padded to its longest chunk; a group grows (longest chunks
+    first) only while the padded size ``rows * longest`` stays within
+    ``max_padded_tokens``, so a long prompt and many short ones do not turn into many
+    long rows of padding. A single chunk always forms a group.
+    """
+    groups: list[list[PrefillChunk]] = []
+    for chunk in sorted(chunks, key=lambda c: len(c.token_ids), reverse=True):
+        group = groups[-1] if groups else None
+        if group is not None and (len(group) + 1) * len(group[0].token_ids) <= max_padded_tokens:
+            group.append(chunk)
+        else:
+            groups.append([chunk])
+    return groups
+
+
 class ModelRunner:
     """Owns the model's forward passes, the KV cache and each request's sampling state."""
 
-    def __init__(self, model: Any, *, max_num_seqs: int, max_model_len: int) -> None:
+    def __init__(
+        self, model: Any, *, max_num_seqs: int, max_model_len: int, max_prefill_tokens: int = 512
+    ) -> None:
         self.model = model
+        self.max_prefill_tokens = max_prefill_tokens
+        self._split = _split_head(model)
         layers, kv_heads, head_dim = _kv_shape(model.config)
         dtype = next(model.parameters()).dtype
         self.cache = SlotKVCache(
@@ -96,41 +142,66 @@ class ModelRunner:
         self.drop(step.freed)
         for move in step.moves:
             self.cache.move(move.src, move.dst, move.length)
-        rows: list[tuple[str, torch.Tensor]] = []
-        for chunk in step.prefills:
-            logits = self._prefill(chunk)
-            if chunk.is_last:
-                rows.append((chunk.request_id, logits))
+        request_ids: list[str] = []
+        logits: list[torch.Tensor] = []
+        for group in prefill_groups(step.prefills, self.max_prefill_tokens):
+            last = [c for c in group if c.is_last]
+            group_logits = self._prefill(group)
+            if last:
+                request_ids.extend(c.request_id for c in last)
+                logits.append(group_logits)
         if step.decodes:
-            logits = self._decode(step.decodes)
-            rows.extend((item.request_id, logits[i]) for i, item in enumerate(step.decodes))
-        return self._sample(rows)
+            request_ids.extend(item.request_id for item in step.decodes)
+            logits.append(self._decode(step.decodes))
+        if not request_ids:
+            return RunnerOutput({})
+        return self._sample(request_ids, logits[0] if len(logits) == 1 else torch.cat(logits))
 
     # -- forward passes --------------------------------------------------------------
-    def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor, mask: Any) -> Any:
-        out = self.model(
-            input_ids=input_ids,
-            position_ids=positions,
-            attention_mask={"full_attention": mask},
-            cache=self.cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        return out.logits[:, -1, :]
+    def _forward(
+        self, input_ids: torch.Tensor, positions: torch.Tensor, mask: Any, last: torch.Tensor
+    ) -> torch.Tensor:
+        """Logits ``[len(last), vocab]``: row ``last[i, 0]``, column ``last[i, 1]`` of the batch."""
+        kwargs = {
+            "input_ids": input_ids,
+            "position_ids": positions,
+            "attention_mask": {"full_attention": mask},
+            "cache": self.cache,
+            "use_cache": True,
+        }
+        if self._split is None:
+            full: torch.Tensor = self.model(**kwargs).logits
+            return full[last[:, 0], last[:, 1]]
+        decoder, head = self._split
+        hidden = decoder(**kwargs).last_hidden_state
+        out: torch.Tensor = head(hidden[last[:, 0], last[:, 1]])
+        return out
 
-    def _prefill(self, chunk: PrefillChunk) -> torch.Tensor:
-        n = len(chunk.token_ids)
-        end = chunk.start + n
-        self.cache.ensure_capacity(end)
-        self.cache.plan_prefill(chunk.slot, chunk.start, n)
-        positions = torch.arange(chunk.start, end).unsqueeze(0)
+    def _prefill(self, chunks: list[PrefillChunk]) -> torch.Tensor:
+        """One forward over ``chunks``; logits at the last token of each final chunk."""
+        lengths = [len(c.token_ids) for c in chunks]
+        starts = [c.start for c in chunks]
+        width = max(lengths)
+        self.cache.ensure_capacity(max(s + n for s, n in zip(starts, lengths, strict=True)))
+        self.cache.plan_prefill([c.slot for c in chunks], starts, lengths)
+        input_ids = torch.zeros((len(chunks), width), dtype=torch.long)
+        for i, chunk in enumerate(chunks):
+            input_ids[i, : lengths[i]] = torch.tensor(chunk.token_ids)
+        start = torch.tensor(starts)[:, None]
+        positions = start + torch.arange(width)[None, :]
         mask: torch.Tensor | None = None
-        if chunk.start > 0:
-            # A later chunk attends to the earlier ones too: causal over absolute positions.
-            mask = (torch.arange(end)[None, :] <= positions[0][:, None])[None, None]
-        input_ids = torch.tensor([chunk.token_ids], dtype=torch.long)
-        logits: torch.Tensor = self._forward(input_ids, positions, mask)[0]
-        return logits
+        if any(starts) or min(lengths) != width:
+            # Row i's query j (absolute position start_i + j) sees its own row's keys up to
+            # itself; padding queries see up to the row's last real token (never nothing,
+            # which would give NaNs), and nobody sees the padding's dropped keys.
+            end = start + torch.tensor(lengths)[:, None] - 1
+            limit = torch.minimum(positions, end)
+            read_len = int(end.max()) + 1
+            mask = (torch.arange(read_len)[None, None, :] <= limit[:, :, None])[:, None]
+        last = torch.tensor(
+            [[i, lengths[i] - 1] for i, c in enumerate(chunks) if c.is_last], dtype=torch.long
+        ).reshape(-1, 2)
+        return self._forward(input_ids, positions, mask, last)
 
     def _decode(self, items: tuple[DecodeItem, ...]) -> torch.Tensor:
         positions = torch.tensor([item.position for item in items], dtype=torch.long)
@@ -139,20 +210,27 @@ class ModelRunner:
         self.cache.plan_decode([item.slot for item in items], positions)
         mask = (torch.arange(read_len)[None, :] <= positions[:, None])[:, None, None, :]
         input_ids = torch.tensor([[item.token_id] for item in items], dtype=torch.long)
-        logits: torch.Tensor = self._forward(input_ids, positions[:, None], mask)
-        return logits
+        last = torch.stack([torch.arange(len(items)), torch.zeros(len(items), dtype=torch.long)], 1)
+        return self._forward(input_ids, positions[:, None], mask, last)
 
     # -- sampling ----------------------------------------------------------------------
-    def _sample(self, rows: list[tuple[str, torch.Tensor]]) -> RunnerOutput:
+    def _sample(self, request_ids: list[str], logits: torch.Tensor) -> RunnerOutput:
+        """One token per row of ``logits`` (``[len(request_ids), vocab]``)."""
+        sequences = [self._sequences[rid] for rid in request_ids]
+        picked: dict[int, SampledToken] = {}
+        batch = [i for i, seq in enumerate(sequences) if seq.batchable]
+        if batch:
+            rows = logits if len(batch) == len(sequences) else logits[batch]
+            params = [sequences[i].params for i in batch]
+            for i, token_id in zip(batch, sample_batch(rows, params), strict=True):
+                picked[i] = SampledToken(token_id)
         sampled: dict[str, SampledToken] = {}
         finished: set[str] = set()
-        for request_id, logits in rows:
-            seq = self._sequences[request_id]
-            if seq.plain_greedy:
-                token = SampledToken(int(torch.argmax(logits)))
-            else:
+        for i, (request_id, seq) in enumerate(zip(request_ids, sequences, strict=True)):
+            token = picked.get(i)
+            if token is None:
                 token = sample_token(
-                    logits, seq.params, seq.generated, seq.generator, seq.constraint
+                    logits[i], seq.params, seq.generated, seq.generator, seq.constraint
                 )
             seq.generated.append(token.token_id)
             if seq.constraint is not None:

@@ -129,6 +129,9 @@ class OpenAIHandler:
         except GatewayError as exc:
             await self._finish(call, status=exc.status, error_type=exc.code or exc.type)
             raise
+        except BaseException as exc:
+            await self._abandon(call, exc, replica=None)
+            raise
         if parsed.stream and upstream.status_code == 200:
             meter = StreamMeter(
                 client_usage=parsed.client_wants_usage,
@@ -139,7 +142,24 @@ class OpenAIHandler:
                 await self._close_stream(call, replica, upstream, meter)
 
             return RelayResponse(self._relay(call, upstream, meter, cleanup), cleanup=cleanup)
-        return await self._answer(call, replica, upstream)
+        try:
+            return await self._answer(call, replica, upstream)
+        except BaseException as exc:
+            await self._abandon(call, exc, replica=replica)
+            raise
+
+    async def _abandon(self, call: _Call, exc: BaseException, *, replica: Replica | None) -> None:
+        """The request ends by an exception other than an answer (cancelled at shutdown, or a
+        bug): it still gets its one record, settles, and frees the replica."""
+        cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
+        with anyio.CancelScope(shield=True):
+            await self._finish(
+                call,
+                replica=replica,
+                status=499 if cancelled else 500,
+                cancelled=cancelled,
+                error_type="cancelled" if cancelled else "gateway_error",
+            )
 
     async def _admit(self, request: Request, call: _Call) -> ProxiedRequest:
         body = await read_body(request, self.settings.max_body_bytes)

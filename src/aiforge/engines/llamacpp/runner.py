@@ -27,7 +27,7 @@ import torch
 
 from aiforge.engines.llamacpp.scheduler import BatchToken
 
-__all__ = ["LlamaRunner", "RunnerConfig", "silence_llama_logs"]
+__all__ = ["LlamaRunner", "RunnerConfig", "default_max_model_len", "silence_llama_logs"]
 
 _backend_lock = threading.Lock()
 _backend_ready = False
@@ -37,7 +37,7 @@ _backend_ready = False
 class RunnerConfig:
     model_path: Path
     max_model_len: int | None = None
-    """Per-sequence context; None: the model's training context, capped at 4096."""
+    """Per-sequence context; None: :func:`default_max_model_len`."""
     max_num_seqs: int = 16
     max_batch_tokens: int = 512
     threads: int | None = None
@@ -47,6 +47,15 @@ class RunnerConfig:
 DEFAULT_MAX_MODEL_LEN = 4096
 """The cap on a GGUF's (often huge) training context when none is asked for: KV memory is
 allocated up front, ``max_model_len * max_num_seqs`` cells."""
+DEFAULT_KV_CELLS = 32768
+"""With no ``max_model_len`` given, the KV cache holds at most this many tokens in all
+(Qwen3-0.6B: ~3.5 GiB in f16), shared evenly by the sequences, never under 1024 each."""
+
+
+def default_max_model_len(n_ctx_train: int, max_num_seqs: int) -> int:
+    """Per-sequence context when none is asked for (see :data:`DEFAULT_KV_CELLS`)."""
+    fair_share = max(DEFAULT_KV_CELLS // max_num_seqs, 1024)
+    return min(n_ctx_train, DEFAULT_MAX_MODEL_LEN, fair_share)
 
 
 def _null_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
@@ -95,7 +104,9 @@ class LlamaRunner:
         self.n_ctx_train = int(llama_cpp.llama_model_n_ctx_train(model))
         self.max_num_seqs = config.max_num_seqs
         self.max_batch_tokens = max(config.max_batch_tokens, config.max_num_seqs)
-        wanted = config.max_model_len or min(self.n_ctx_train, DEFAULT_MAX_MODEL_LEN)
+        wanted = config.max_model_len or default_max_model_len(
+            self.n_ctx_train, config.max_num_seqs
+        )
         self._ctx = self._new_context(config, wanted)
         self.max_model_len = int(llama_cpp.llama_n_ctx_seq(self._ctx))
         self._memory = llama_cpp.llama_get_memory(self._ctx)

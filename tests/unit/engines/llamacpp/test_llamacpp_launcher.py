@@ -10,6 +10,7 @@ import pytest
 from aiforge.engines.base import ReplicaSpec
 from aiforge.engines.llamacpp.launcher import LlamaCppEngine
 from aiforge.engines.llamacpp.paths import find_gguf
+from aiforge.engines.llamacpp.runner import default_max_model_len
 
 
 def test_supports_a_gguf_file_or_a_directory_holding_exactly_one(tmp_path: Path) -> None:
@@ -70,3 +71,13 @@ def test_availability_names_the_install_command() -> None:
         assert "GGML_NATIVE=OFF" in availability.reason
     else:
         assert availability.ok
+
+
+@pytest.mark.parametrize(
+    ("n_ctx_train", "max_num_seqs", "expected"),
+    [(40960, 1, 4096), (40960, 16, 2048), (40960, 64, 1024), (512, 4, 512)],
+)
+def test_default_context_keeps_the_kv_cache_bounded(
+    n_ctx_train: int, max_num_seqs: int, expected: int
+) -> None:
+    assert default_max_model_len(n_ctx_train, max_num_seqs) == expected

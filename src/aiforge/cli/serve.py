@@ -8,7 +8,9 @@ SIGTERM stops the gateway and then the replica (SIGTERM, SIGKILL after a grace p
 ``--replica-url URL`` (repeatable) attaches the gateway to replicas that are already
 running instead of starting one — several gateways can share one replica, and a gateway
 can be killed and restarted without restarting the model. The model name is read from the
-replica's ``/v1/models`` unless ``--served-model-name`` gives it.
+replica's ``/v1/models`` unless ``--served-model-name`` gives it; so is the engine of a vLLM
+replica (``owned_by: vllm``; ``--replica-engine vllm`` says it for one not up yet), whose
+``reasoning`` field the gateway renames to ``reasoning_content``.
 
 When the platform layer is installed (:mod:`aiforge.platform.bootstrap`) every ``/v1`` route
 needs an API key: the first start prints the admin key once (``AIFORGE_ADMIN_KEY`` sets
@@ -55,6 +57,8 @@ def progress(line: str) -> None:
 class ServeOptions:
     replica_urls: Sequence[str] = ()
     served_model_name: str | None = None
+    replica_engine: str = ""
+    """Engine of the attached replicas when known ahead; else read from ``/v1/models``."""
     threads: int | None = None
     no_auth: bool = False
     replicas: list[LocalReplicaProcess] = field(default_factory=list)
@@ -97,6 +101,12 @@ def serve(
             help="Attach to a running replica at this URL instead of starting one (repeatable).",
         ),
     ] = None,
+    replica_engine: Annotated[
+        str | None,
+        typer.Option(
+            help="Engine of the --replica-url replicas (e.g. vllm) when /v1/models cannot say."
+        ),
+    ] = None,
     no_auth: Annotated[
         bool,
         typer.Option(
@@ -113,6 +123,7 @@ def serve(
     options = ServeOptions(
         replica_urls=tuple(replica_url or ()),
         served_model_name=served_model_name,
+        replica_engine=replica_engine or "",
         threads=threads,
         no_auth=no_auth,
     )
@@ -206,9 +217,7 @@ async def _start_replica(table: ReplicaTable, options: ServeOptions, settings: S
     process = runtime.spawn(plan, replica_id=replica_id, url=url)
     options.replicas.append(process)
     table.get(replica_id).pid = process.pid
-    await runtime.wait_ready(
-        process, plan, progress, timeout_s=settings.replica_startup_timeout_s
-    )
+    await runtime.wait_ready(process, plan, progress, timeout_s=settings.replica_startup_timeout_s)
     table.set_state(replica_id, ReplicaState.READY)
 
 
@@ -222,24 +231,34 @@ async def _attach_replicas(table: ReplicaTable, options: ServeOptions, settings:
     async with httpx.AsyncClient(timeout=5.0) as client:
         for raw_url in options.replica_urls:
             url = raw_url.rstrip("/").removesuffix("/v1")
-            name = options.served_model_name or await _replica_model(client, url)
+            name, engine = await _replica_identity(client, url, options)
             replica_id = url.split("://", 1)[-1]
             healthy = await _healthy(client, url)
             state = ReplicaState.READY if healthy else ReplicaState.UNHEALTHY
-            table.add(Replica(id=replica_id, model=name, url=url, state=state))
-            progress(f"attached to replica {replica_id} serving {name} ({state.value})")
+            table.add(Replica(id=replica_id, model=name, url=url, state=state, engine=engine))
+            shown = f", {engine}" if engine else ""
+            progress(f"attached to replica {replica_id} serving {name} ({state.value}{shown})")
 
 
-async def _replica_model(client: httpx.AsyncClient, url: str) -> str:
+async def _replica_identity(
+    client: httpx.AsyncClient, url: str, options: ServeOptions
+) -> tuple[str, str]:
+    """``(model, engine)`` of the replica at ``url``: what the options say, the rest read
+    from its ``/v1/models`` (the engine is known there only for vLLM, ``owned_by: vllm``)."""
+    name = options.served_model_name
     try:
         response = await client.get(url + "/v1/models")
-        model: str = response.json()["data"][0]["id"]
-    except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as exc:
-        raise ServeError(
-            f"cannot read the model served at {url}/v1/models ({exc}); is the replica running? "
-            "Pass --served-model-name to attach before it is up."
-        ) from None
-    return model
+        entry = response.json()["data"][0]
+        model, owner = str(entry["id"]), entry.get("owned_by")
+    except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+        if name is None:
+            raise ServeError(
+                f"cannot read the model served at {url}/v1/models ({exc}); is the replica "
+                "running? Pass --served-model-name to attach before it is up."
+            ) from None
+        return name, options.replica_engine
+    engine = options.replica_engine or ("vllm" if owner == "vllm" else "")
+    return name or model, engine
 
 
 async def _healthy(client: httpx.AsyncClient, url: str) -> bool:

@@ -4,6 +4,10 @@
 For every authenticated request it emits exactly one :class:`UsageEvent` (also for
 refusals, upstream errors and cancelled streams) and, when admission reserved tokens,
 settles the ticket exactly once with the real count.
+
+Thinking reaches clients as ``reasoning_content`` whatever the engine: aiforge's replica
+server uses that name, and a vLLM replica's ``reasoning`` is renamed on the way
+(:func:`aiforge.gateway.metering.with_reasoning_content`).
 """
 
 from __future__ import annotations
@@ -33,7 +37,12 @@ from aiforge.gateway.access import (
     UsageSink,
 )
 from aiforge.gateway.errors import GatewayError, model_not_found
-from aiforge.gateway.metering import StreamMeter, TokenUsage, usage_from_body
+from aiforge.gateway.metering import (
+    StreamMeter,
+    TokenUsage,
+    usage_from_body,
+    with_reasoning_content,
+)
 from aiforge.gateway.metrics import GatewayMetrics
 from aiforge.gateway.proxy import ReplicaProxy, upstream_failed
 from aiforge.gateway.request import ProxiedRequest, parse_request, read_body
@@ -43,6 +52,12 @@ from aiforge.gateway.upstream import UpstreamError, UpstreamResponse
 log = logging.getLogger(__name__)
 
 _STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+_REASONING_ENGINES = frozenset({"vllm"})
+"""Engines whose replicas name thinking ``reasoning`` (vLLM ≥ 0.11), not ``reasoning_content``."""
+
+
+def renames_reasoning(replica: Replica) -> bool:
+    return replica.engine in _REASONING_ENGINES
 
 
 @dataclass(slots=True)
@@ -136,6 +151,7 @@ class OpenAIHandler:
             meter = StreamMeter(
                 client_usage=parsed.client_wants_usage,
                 client_continuous_usage=parsed.client_wants_continuous_usage,
+                rename_reasoning=renames_reasoning(replica),
             )
 
             async def cleanup() -> None:
@@ -237,7 +253,8 @@ class OpenAIHandler:
             log.exception("usage sink failed to open %s", call.request_id)
 
     async def _answer(self, call: _Call, replica: Replica, upstream: UpstreamResponse) -> Response:
-        """A non-streamed answer (or an upstream error), passed through unchanged."""
+        """A non-streamed answer (or an upstream error), passed through unchanged but for
+        the ``reasoning_content`` rename."""
         try:
             body = await upstream.aread()
         except UpstreamError as exc:
@@ -247,6 +264,8 @@ class OpenAIHandler:
         finally:
             await upstream.aclose()
         ok = upstream.status_code == 200
+        if ok and renames_reasoning(replica):
+            body = with_reasoning_content(body)
         await self._finish(
             call,
             replica=replica,

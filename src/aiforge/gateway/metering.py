@@ -4,7 +4,9 @@ Streams pass through as raw SSE bytes. :class:`StreamMeter` splits them at event
 boundaries only to (a) remember the last event carrying usage (the gateway asks the replica
 for usage on every chunk) and parse that one event at the end, (b) remove the usage the
 client did not ask for, and (c) count content-bearing events, the fallback count for a
-replica that sends no usage at all. Every other byte is forwarded as received.
+replica that sends no usage at all. Every other byte is forwarded as received, but for one
+rename: a vLLM replica's thinking (``reasoning``) becomes ``reasoning_content``, the name
+aiforge's own replicas use (:func:`with_reasoning_content`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from typing import Any
 import orjson
 
 # An event that carries generated text: a non-empty content/reasoning/text/arguments string.
-_CONTENT = re.compile(rb'"(?:content|reasoning_content|text|arguments)":\s*"(?!")')
+_CONTENT = re.compile(rb'"(?:content|reasoning_content|reasoning|text|arguments)":\s*"(?!")')
+_REASONING_KEY = b'"reasoning":'
+_REASONING_CONTENT_KEY = b'"reasoning_content":'
 _USAGE_KEY = b'"usage":'
 _FINAL_USAGE = re.compile(rb'"choices":\s*\[\]')
 _USAGE_OBJECT = rb'"usage":\s*\{(?:[^{}]|\{[^{}]*\})*\}'
@@ -58,6 +62,20 @@ def usage_from_body(body: bytes) -> TokenUsage | None:
     return usage_from_mapping(data.get("usage")) if isinstance(data, dict) else None
 
 
+def with_reasoning_content(data: bytes) -> bytes:
+    """JSON bytes (a body, or whole SSE events) with vLLM's ``"reasoning":`` key renamed to
+    ``"reasoning_content":``.
+
+    In JSON text an unescaped ``"reasoning":`` can only be an object key (a quote inside a
+    string is escaped), so a byte replace is exact. Bytes that already carry
+    ``reasoning_content`` (a vLLM sending both names for compatibility) stay as they are, so
+    no object gets the key twice.
+    """
+    if _REASONING_KEY not in data or _REASONING_CONTENT_KEY in data:
+        return data
+    return data.replace(_REASONING_KEY, _REASONING_CONTENT_KEY)
+
+
 def _int(value: Any) -> int:
     return value if isinstance(value, int) and value >= 0 else 0
 
@@ -75,10 +93,19 @@ class StreamMeter:
 
     :meth:`feed` takes raw upstream bytes and returns the bytes to forward (complete events
     only; a partial event waits for its end). :meth:`flush` returns what is left at the end.
+    With ``rename_reasoning`` (a vLLM replica) every event goes through
+    :func:`with_reasoning_content` first.
     """
 
-    def __init__(self, *, client_usage: bool, client_continuous_usage: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        client_usage: bool,
+        client_continuous_usage: bool = False,
+        rename_reasoning: bool = False,
+    ) -> None:
         self.client_usage = client_usage
+        self.rename_reasoning = rename_reasoning
         self.client_continuous_usage = client_continuous_usage and client_usage
         self.content_events = 0
         """Content-bearing events forwarded before any usage arrived (a replica that sends
@@ -126,6 +153,8 @@ class StreamMeter:
         return self._inspect(rest) if rest else b""
 
     def _inspect(self, events: bytes) -> bytes:
+        if self.rename_reasoning:
+            events = with_reasoning_content(events)
         if self.first_content_at is None or self._last_usage_event is None:
             self._count_content(events)
         if _USAGE_KEY not in events:

@@ -6,6 +6,10 @@ over its own cache row), then one batched forward pass that decodes one token fo
 running sequence. The HF model does the maths; :class:`SlotKVCache` decides where its keys
 and values live. The LM head runs only on the hidden states that need logits (a prompt's
 last position, each decode row): with a 150k vocabulary it is a quarter of a small model.
+On a CPU without native 16-bit matmul the decoder multiplies in float32 during prefills
+(:mod:`~aiforge.engines.transformers.upcast`: four to five times faster on an AVX2 CPU);
+decodes, bound by reading the weights, keep the weights' dtype. A sequence's prefill and
+decodes thus run the same kernels whether it runs alone or batched.
 
 Sampling is :mod:`aiforge.engines.sampling`: one batched argmax (or draw) for every row
 that needs nothing per request, the per-request path for the rest.
@@ -15,6 +19,7 @@ Called only from the engine loop's thread; not thread-safe.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +30,7 @@ from aiforge.engines.core import GenerationRequest, SamplingParams, TokenConstra
 from aiforge.engines.sampling import SampledToken, make_generator, sample_batch, sample_token
 from aiforge.engines.transformers.kv_cache import SlotKVCache
 from aiforge.engines.transformers.scheduler import DecodeItem, PrefillChunk, SchedulerOutput
+from aiforge.engines.transformers.upcast import Float32Linears, upcast_helps
 
 __all__ = ["ModelRunner", "RunnerOutput", "prefill_groups"]
 
@@ -108,13 +114,22 @@ class ModelRunner:
     """Owns the model's forward passes, the KV cache and each request's sampling state."""
 
     def __init__(
-        self, model: Any, *, max_num_seqs: int, max_model_len: int, max_prefill_tokens: int = 512
+        self,
+        model: Any,
+        *,
+        max_num_seqs: int,
+        max_model_len: int,
+        max_prefill_tokens: int = 512,
+        upcast_prefill: bool = True,
     ) -> None:
+        """``upcast_prefill``: prefill 16-bit weights with float32 matmuls where that is
+        faster (:func:`upcast_helps`); ``False`` never does."""
         self.model = model
         self.max_prefill_tokens = max_prefill_tokens
         self._split = _split_head(model)
         layers, kv_heads, head_dim = _kv_shape(model.config)
         dtype = next(model.parameters()).dtype
+        self._upcast_prefill = upcast_prefill and upcast_helps(dtype)
         self.cache = SlotKVCache(
             num_layers=layers,
             num_slots=max_num_seqs,
@@ -159,7 +174,13 @@ class ModelRunner:
 
     # -- forward passes --------------------------------------------------------------
     def _forward(
-        self, input_ids: torch.Tensor, positions: torch.Tensor, mask: Any, last: torch.Tensor
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        mask: Any,
+        last: torch.Tensor,
+        *,
+        prefill: bool,
     ) -> torch.Tensor:
         """Logits ``[len(last), vocab]``: row ``last[i, 0]``, column ``last[i, 1]`` of the batch."""
         kwargs = {
@@ -169,11 +190,16 @@ class ModelRunner:
             "cache": self.cache,
             "use_cache": True,
         }
+        upcast = self._upcast_prefill and prefill
+        matmuls = Float32Linears() if upcast else contextlib.nullcontext()
         if self._split is None:
-            full: torch.Tensor = self.model(**kwargs).logits
+            with matmuls:
+                full: torch.Tensor = self.model(**kwargs).logits
             return full[last[:, 0], last[:, 1]]
         decoder, head = self._split
-        hidden = decoder(**kwargs).last_hidden_state
+        with matmuls:
+            hidden = decoder(**kwargs).last_hidden_state
+        # The head stays in the weights' dtype: it sees a few rows, like a decode.
         out: torch.Tensor = head(hidden[last[:, 0], last[:, 1]])
         return out
 
@@ -201,7 +227,7 @@ class ModelRunner:
         last = torch.tensor(
             [[i, lengths[i] - 1] for i, c in enumerate(chunks) if c.is_last], dtype=torch.long
         ).reshape(-1, 2)
-        return self._forward(input_ids, positions, mask, last)
+        return self._forward(input_ids, positions, mask, last, prefill=True)
 
     def _decode(self, items: tuple[DecodeItem, ...]) -> torch.Tensor:
         positions = torch.tensor([item.position for item in items], dtype=torch.long)
@@ -211,7 +237,7 @@ class ModelRunner:
         mask = (torch.arange(read_len)[None, :] <= positions[:, None])[:, None, None, :]
         input_ids = torch.tensor([[item.token_id] for item in items], dtype=torch.long)
         last = torch.stack([torch.arange(len(items)), torch.zeros(len(items), dtype=torch.long)], 1)
-        return self._forward(input_ids, positions[:, None], mask, last)
+        return self._forward(input_ids, positions[:, None], mask, last, prefill=False)
 
     # -- sampling ----------------------------------------------------------------------
     def _sample(self, request_ids: list[str], logits: torch.Tensor) -> RunnerOutput:

@@ -3,6 +3,8 @@ LM head give every sequence the same greedy tokens as running it alone."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from aiforge.engines.core import GenerationRequest, SamplingParams
@@ -23,19 +25,32 @@ NEW_TOKENS = 6
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # Peaked random logits (large init range) so greedy tokens vary from step to step.
-    directory = tiny_qwen3(tmp_path_factory.mktemp("tiny-runner"), initializer_range=0.5)
-    return load_model(directory, dtype="float32")
+    return tiny_qwen3(tmp_path_factory.mktemp("tiny-runner"), initializer_range=0.5)
+
+
+@pytest.fixture(scope="module")
+def model(model_dir: Path) -> LoadedModel:
+    return load_model(model_dir, dtype="float32")
 
 
 def _run(
-    loaded: LoadedModel, prompts: list[list[int]], *, budget: int, split: bool = True
+    loaded: LoadedModel,
+    prompts: list[list[int]],
+    *,
+    budget: int,
+    split: bool = True,
+    upcast: bool = True,
 ) -> tuple[list[list[int]], list[int]]:
     """Greedy tokens per prompt, all submitted at once; and each step's prefill row count."""
     scheduler = Scheduler(max_num_seqs=len(prompts), max_prefill_tokens=budget)
     runner = ModelRunner(
-        loaded.model, max_num_seqs=len(prompts), max_model_len=256, max_prefill_tokens=budget
+        loaded.model,
+        max_num_seqs=len(prompts),
+        max_model_len=256,
+        max_prefill_tokens=budget,
+        upcast_prefill=upcast,
     )
     if not split:
         runner._split = None  # the whole-model path used for soft-capped heads
@@ -72,6 +87,19 @@ def test_chunked_prefill_continues_beside_new_prompts(model: LoadedModel) -> Non
     batched, prefill_rows = _run(model, PROMPTS, budget=16)
     assert max(prefill_rows) > 1
     assert batched == alone
+
+
+def test_bfloat16_prefills_in_float32_matmuls_alone_and_batched_alike(model_dir: Path) -> None:
+    loaded = load_model(model_dir, dtype="bfloat16")
+    alone = [_run(loaded, [p], budget=512)[0][0] for p in PROMPTS]
+    batched, _ = _run(loaded, PROMPTS, budget=512)
+    assert batched == alone
+    # Float32 matmuls are a different rounding of the same maths: the first tokens agree
+    # with a plain bfloat16 prefill on this peaked model.
+    runner = ModelRunner(loaded.model, max_num_seqs=1, max_model_len=64, upcast_prefill=False)
+    assert runner._upcast_prefill is False
+    plain = [_run(loaded, [p], budget=512, upcast=False)[0][0] for p in PROMPTS]
+    assert [t[0] for t in plain] == [t[0] for t in alone]
 
 
 def _chunk(request_id: str, n: int) -> PrefillChunk:

@@ -158,6 +158,7 @@ def gateway(replica_url: str, data_dir: Path, admin_key: str) -> Iterator[str]:
         sys.executable, "-m", "aiforge.cli", "serve", "--replica-url", replica_url,
         "--served-model-name", SERVED_NAME, "--port", str(port), "--data-dir", str(data_dir),
     ]  # fmt: skip
+    data_dir.mkdir(parents=True, exist_ok=True)
     log = (data_dir / "gateway.log").open("wb")
     process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

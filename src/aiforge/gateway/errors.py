@@ -12,6 +12,8 @@ import orjson
 from fastapi import Request
 from fastapi.responses import Response
 
+from aiforge.gateway.access import LimitExceeded
+
 
 class GatewayError(Exception):
     """An error answered with OpenAI's envelope ``{"error": {message, type, param, code}}``."""
@@ -71,6 +73,33 @@ def no_replica(model: str, detail: str = "") -> GatewayError:
         f"No replica of `{model}` is available right now{suffix}.",
         type="service_unavailable_error",
         code="engine_unavailable",
+    )
+
+
+def rate_limited(exc: LimitExceeded) -> GatewayError:
+    """A 429 shaped like OpenAI's: ``type`` is ``tokens`` for a token limit (per minute, day
+    or month) and ``requests`` for the others (requests per minute, concurrency); the
+    limit's name (e.g. ``key.tokens_per_day``) is in the message and the
+    ``x-ratelimit-limit-name`` header, the wait in ``Retry-After`` (whole seconds, >= 1)."""
+    retry_after = max(1, int(exc.retry_after_s + 0.999))
+    dimension = exc.limit_name.rpartition(".")[2]
+    return GatewayError(
+        429,
+        f"{exc.message} (limit: {exc.limit_name})",
+        type="tokens" if dimension.startswith("tokens_") else "requests",
+        code="rate_limit_exceeded",
+        headers={"retry-after": str(retry_after), "x-ratelimit-limit-name": exc.limit_name},
+    )
+
+
+def limits_unavailable() -> GatewayError:
+    """The limits store cannot be reached, so the request cannot be admitted (fail closed)."""
+    return GatewayError(
+        503,
+        "The rate-limit store is unavailable, so the request cannot be admitted right now. "
+        "Please retry shortly.",
+        type="server_error",
+        code="limits_unavailable",
     )
 
 

@@ -36,7 +36,12 @@ from aiforge.gateway.access import (
     UsageEvent,
     UsageSink,
 )
-from aiforge.gateway.errors import GatewayError, model_not_found
+from aiforge.gateway.errors import (
+    GatewayError,
+    limits_unavailable,
+    model_not_found,
+    rate_limited,
+)
 from aiforge.gateway.metering import (
     StreamMeter,
     TokenUsage,
@@ -198,14 +203,10 @@ class OpenAIHandler:
                 call.principal, parsed.model, parsed.estimated_tokens
             )
         except LimitExceeded as exc:
-            retry_after = max(1, int(exc.retry_after_s + 0.999))
-            raise GatewayError(
-                429,
-                f"{exc.message} (limit: {exc.limit_name})",
-                type=exc.limit_name,
-                code="rate_limit_exceeded",
-                headers={"retry-after": str(retry_after), "x-ratelimit-limit-name": exc.limit_name},
-            ) from None
+            raise rate_limited(exc) from None
+        except Exception:  # the limits store (Redis) is down or broken: refuse, don't crash
+            log.exception("admission failed for %s", call.request_id)
+            raise limits_unavailable() from None
         return parsed
 
     async def _open(

@@ -75,7 +75,7 @@ def _assert_openai_429(headers: dict[str, str], body: dict[str, object]) -> None
     assert isinstance(error, dict), body
     assert set(error) == {"message", "type", "param", "code"}, error
     assert error["code"] == "rate_limit_exceeded", error
-    assert error["type"] == LIMIT_NAME, error
+    assert error["type"] == "requests", error
     assert LIMIT_NAME in str(error["message"]), error
     assert headers.get("x-ratelimit-limit-name") == LIMIT_NAME, headers
     retry_after = headers.get("retry-after", "")

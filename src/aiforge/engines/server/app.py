@@ -14,7 +14,8 @@ from aiforge.engines.server.completions import CompletionService
 from aiforge.engines.server.context import ReplicaContext
 from aiforge.engines.server.embeddings import EmbeddingService
 from aiforge.engines.server.errors import BodySizeLimit, install_error_handlers
-from aiforge.engines.server.stream_options import ReplicaChatRequest, ReplicaCompletionRequest
+from aiforge.protocol.openai.chat import ChatCompletionRequest
+from aiforge.protocol.openai.completions import CompletionRequest
 from aiforge.protocol.openai.embeddings import EmbeddingRequest
 from aiforge.protocol.openai.errors import engine_error
 from aiforge.protocol.openai.models import ModelCard, ModelList
@@ -38,13 +39,13 @@ def _respond(result: object) -> Response:
 
 
 @router.post("/v1/chat/completions")
-async def chat_completions(body: ReplicaChatRequest, request: Request) -> Response:
+async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
     _context(request)
     return _respond(await request.app.state.chat.create(body))
 
 
 @router.post("/v1/completions")
-async def completions(body: ReplicaCompletionRequest, request: Request) -> Response:
+async def completions(body: CompletionRequest, request: Request) -> Response:
     _context(request)
     return _respond(await request.app.state.completions.create(body))
 

@@ -38,6 +38,10 @@ class ResponseModel(BaseModel):
 
 class StreamOptions(RequestModel):
     include_usage: bool = False
+    """A final chunk with empty ``choices`` carries the request's usage."""
+    continuous_usage_stats: bool = False
+    """vLLM's extension: with ``include_usage`` every chunk also carries the usage so far
+    (the gateway asks replicas for it so a cancelled stream is metered exactly)."""
 
 
 StopParam = str | Annotated[list[str], Field(max_length=MAX_STOP_STRINGS)] | None

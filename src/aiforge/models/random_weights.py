@@ -78,7 +78,7 @@ def write_random_qwen3(
     config.dtype = dtype
     torch.manual_seed(seed)
     factory = AutoModel if embedding else AutoModelForCausalLM
-    model = factory.from_config(config, dtype=getattr(torch, dtype))
+    model = factory.from_config(config, dtype=getattr(torch, dtype))  # type: ignore[no-untyped-call]
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     copy_tokenizer(tokenizer_dir, out_dir)

@@ -5,8 +5,10 @@
 it as the usage ledger's ``request_id`` and forwards it to the replica as ``x-request-id``.
 Every response on a ``/v1`` path then carries ``x-request-id: <id>`` — answers, streams and
 errors alike (401, 404, 413, 429, ...) — so a client can quote it and an operator can find
-its ledger record. A client's own ``x-request-id`` is not trusted (it could collide with
-another request's record); the gateway's id replaces it.
+its ledger record. An exception no one answered (a bug) becomes a 500 in OpenAI's envelope
+here, with the id, unless the response had already started. A client's own
+``x-request-id`` is not trusted (it could collide with another request's record); the
+gateway's id replaces it.
 
 The middleware is also the inference routes' fast path: a ``POST`` to one of
 :data:`INFERENCE_ROUTES` goes straight to ``app.state.handler`` (with its
@@ -18,6 +20,7 @@ requests that reach them some other way; both paths run the same handler.
 
 from __future__ import annotations
 
+import logging
 import os
 
 from starlette.requests import Request
@@ -25,6 +28,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aiforge.gateway.access import RequestKind
 from aiforge.gateway.errors import GatewayError
+
+log = logging.getLogger(__name__)
 
 HEADER = "x-request-id"
 SCOPE_KEY = "aiforge.request_id"
@@ -62,21 +67,42 @@ class RequestIdMiddleware:
             return
         request_id = scope[SCOPE_KEY] = new_request_id()
         header = (_HEADER_BYTES, request_id.encode())
+        started = False
 
         async def send_with_id(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 headers = [h for h in message.get("headers", ()) if h[0].lower() != _HEADER_BYTES]
                 headers.append(header)
                 message["headers"] = headers
             await send(message)
 
+        try:
+            await self._dispatch(scope, receive, send_with_id)
+        except Exception:
+            if started:
+                raise
+            log.exception("unhandled error answering %s", request_id)
+            await _internal_error().response()(scope, receive, send_with_id)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = INFERENCE_ROUTES.get(scope["path"])
         if kind is None or scope["method"] != "POST":
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, send)
             return
         request = Request(scope, receive)
         try:
             response = await scope["app"].state.handler.handle(request, kind, scope["path"])
         except GatewayError as exc:
             response = exc.response()
-        await response(scope, receive, send_with_id)
+        await response(scope, receive, send)
+
+
+def _internal_error() -> GatewayError:
+    return GatewayError(
+        500,
+        "The gateway failed on this request; quote its x-request-id when you report it.",
+        type="server_error",
+        code="gateway_error",
+    )

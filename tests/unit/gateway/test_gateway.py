@@ -10,7 +10,7 @@ import orjson
 from gateway_fakes import MODEL, Gateway, fake_replica
 
 from aiforge.cluster.replicas import Replica, ReplicaState
-from aiforge.gateway.access import LimitExceeded
+from aiforge.gateway.access import LimitExceeded, Principal
 from aiforge.testing.server import free_port, running_app
 
 
@@ -268,3 +268,21 @@ async def test_every_v1_response_names_its_request_and_the_ledger_record(gateway
     assert [(p.request_id, p.status_code, p.error_type) for p in opened] == [
         (ids[0], 502, "gateway_crashed"), (ids[1], 502, "gateway_crashed")]  # fmt: skip
     assert all(p.prompt_tokens > 0 and p.completion_tokens == 0 for p in opened)
+
+
+class _BrokenAuthenticator:
+    def authenticate(self, authorization: str | None) -> Principal:
+        raise RuntimeError("a bug in the key cache")
+
+
+async def test_an_unexpected_error_is_a_500_envelope_with_the_request_id(gateway: Gateway) -> None:
+    gateway.app.state.handler.authenticator = _BrokenAuthenticator()
+    async with httpx.AsyncClient(base_url=gateway.url, headers=gateway.headers) as client:
+        chat = await client.post("/v1/chat/completions", json={"model": MODEL})
+        models = await client.get("/v1/models")
+    for response in (chat, models):
+        assert response.status_code == 500
+        assert response.json()["error"]["type"] == "server_error"
+        assert response.json()["error"]["code"] == "gateway_error"
+        assert response.headers["x-request-id"].startswith("req-")
+    assert gateway.replica_app.state.bodies == []

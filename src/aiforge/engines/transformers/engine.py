@@ -20,6 +20,7 @@ from aiforge.engines.transformers.loading import LoadedModel, load_model
 from aiforge.engines.transformers.loop import EngineLoop
 from aiforge.engines.transformers.runner import ModelRunner
 from aiforge.engines.transformers.scheduler import Scheduler, StopCriteria
+from aiforge.engines.transformers.upcast import Float32Linears, upcast_helps
 
 __all__ = ["TransformersTokenEngine"]
 
@@ -148,7 +149,9 @@ class TransformersTokenEngine:
 
     def _embed_sync(self, inputs: list[list[int]]) -> list[list[float]]:
         out: list[list[float]] = []
-        with self._embed_lock, torch.inference_mode():
+        # Pooling a whole input is a prefill: compute-bound, so float32 matmuls where faster.
+        matmuls = Float32Linears() if upcast_helps(self._loaded.dtype) else contextlib.nullcontext()
+        with self._embed_lock, torch.inference_mode(), matmuls:
             for start in range(0, len(inputs), _EMBED_BATCH):
                 out.extend(self._embed_batch(inputs[start : start + _EMBED_BATCH]))
         return out

@@ -314,3 +314,16 @@ async def test_replica_build_engine_loads_the_directory(chat_model_dir: Path) ->
         assert len(events) == 3
     finally:
         await engine.shutdown()
+
+
+async def test_bfloat16_embeddings_match_float32_ones(tmp_path: Path) -> None:
+    directory = tiny_qwen3_embedding(tmp_path / "embed")
+    inputs = [PROMPTS[0], PROMPTS[1]]
+    vectors = {}
+    for dtype in ("float32", "bfloat16"):
+        engine = TransformersTokenEngine(load_model(directory, dtype=dtype))
+        await engine.start()
+        vectors[dtype] = torch.tensor(await engine.embed(inputs))
+        await engine.shutdown()
+    cosine = (vectors["float32"] * vectors["bfloat16"]).sum(-1)
+    assert torch.all(cosine > 0.99)

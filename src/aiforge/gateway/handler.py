@@ -36,6 +36,7 @@ from aiforge.gateway.access import (
     UsageEvent,
     UsageSink,
 )
+from aiforge.gateway.dialect import conform_vllm_answer
 from aiforge.gateway.errors import (
     GatewayError,
     limits_unavailable,
@@ -46,7 +47,6 @@ from aiforge.gateway.metering import (
     StreamMeter,
     TokenUsage,
     usage_from_body,
-    with_reasoning_content,
 )
 from aiforge.gateway.metrics import GatewayMetrics
 from aiforge.gateway.proxy import ReplicaProxy, upstream_failed
@@ -254,8 +254,8 @@ class OpenAIHandler:
             log.exception("usage sink failed to open %s", call.request_id)
 
     async def _answer(self, call: _Call, replica: Replica, upstream: UpstreamResponse) -> Response:
-        """A non-streamed answer (or an upstream error), passed through unchanged but for
-        the ``reasoning_content`` rename."""
+        """A non-streamed answer (or an upstream error), passed through unchanged except for
+        a vLLM replica's, which :func:`conform_vllm_answer` brings to OpenAI's shape."""
         try:
             body = await upstream.aread()
         except UpstreamError as exc:
@@ -265,8 +265,8 @@ class OpenAIHandler:
         finally:
             await upstream.aclose()
         ok = upstream.status_code == 200
-        if ok and renames_reasoning(replica):
-            body = with_reasoning_content(body)
+        if renames_reasoning(replica):
+            body = conform_vllm_answer(body, upstream.status_code)
         await self._finish(
             call,
             replica=replica,

@@ -1,0 +1,103 @@
+"""Make a vLLM replica's non-streamed answers speak OpenAI's exact dialect.
+
+vLLM's bodies are close to OpenAI's but not the same: its messages carry
+``"annotations": null`` and ``"function_call": null`` and its usage
+``"prompt_tokens_details": null``, where OpenAI's schema wants the member absent or an
+object; thinking comes as ``reasoning`` instead of ``reasoning_content``; and its error
+envelopes carry the HTTP status as an integer ``code``, an exception class name as ``type``
+and often no ``param``. Clients that validate responses (or switch on ``error.code``) break on
+those, so the gateway rewrites vLLM's non-streamed bodies here — pure functions on bytes,
+applied only to replicas whose engine is vLLM. Streamed chunks only need the reasoning rename
+(:func:`aiforge.gateway.metering.with_reasoning_content`), done by the stream meter.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+
+from aiforge.gateway.metering import with_reasoning_content
+
+__all__ = ["conform_vllm_answer"]
+
+_NULL_MESSAGE_MEMBERS = ("annotations", "function_call", "audio")
+_NULL_USAGE_MEMBERS = ("prompt_tokens_details", "completion_tokens_details")
+
+_OPENAI_ERROR_TYPES = frozenset(
+    {"invalid_request_error", "authentication_error", "permission_error", "not_found_error",
+     "rate_limit_error", "server_error", "tokens", "requests"}
+)  # fmt: skip
+
+# Request fields a vLLM error message may name, most specific first: the first one named in
+# the message becomes the error's ``param``.
+_PARAMS = (
+    "response_format", "tool_choice", "tools", "max_completion_tokens", "max_tokens",
+    "temperature", "top_p", "top_k", "presence_penalty", "frequency_penalty",
+    "repetition_penalty", "logprobs", "top_logprobs", "stream_options", "logit_bias", "seed",
+    "stop", "n", "messages", "prompt", "input", "model",
+)  # fmt: skip
+_PARAM_PATTERNS = tuple((name, re.compile(rf"\b{name}\b")) for name in _PARAMS)
+_CONTEXT_LENGTH = re.compile(r"maximum context length|context length", re.IGNORECASE)
+_SCHEMA_WORDS = re.compile(r"json[_ ]schema|grammar|guided|structured output", re.IGNORECASE)
+
+
+def conform_vllm_answer(body: bytes, status: int) -> bytes:
+    """``body`` (a vLLM replica's non-streamed answer with HTTP ``status``) in OpenAI's shape.
+
+    Bodies that are not JSON objects pass through unchanged.
+    """
+    body = with_reasoning_content(body)
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body
+    if not isinstance(data, dict):
+        return body
+    changed = _drop_null_members(data) if status == 200 else _conform_error(data, status)
+    return orjson.dumps(data) if changed else body
+
+
+def _drop_null_members(data: dict[str, Any]) -> bool:
+    changed = False
+    for choice in data.get("choices") or ():
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if isinstance(message, dict):
+            changed |= _drop_nulls(message, _NULL_MESSAGE_MEMBERS)
+    usage = data.get("usage")
+    if isinstance(usage, dict):
+        changed |= _drop_nulls(usage, _NULL_USAGE_MEMBERS)
+    return changed
+
+
+def _drop_nulls(mapping: dict[str, Any], names: tuple[str, ...]) -> bool:
+    dropped = [name for name in names if name in mapping and mapping[name] is None]
+    for name in dropped:
+        del mapping[name]
+    return bool(dropped)
+
+
+def _conform_error(data: dict[str, Any], status: int) -> bool:
+    error = data.get("error")
+    if not isinstance(error, dict):
+        return False
+    message = str(error.get("message") or "")
+    if error.get("type") not in _OPENAI_ERROR_TYPES:
+        error["type"] = "server_error" if status >= 500 else "invalid_request_error"
+    if not isinstance(error.get("code"), str | None):
+        error["code"] = "context_length_exceeded" if _CONTEXT_LENGTH.search(message) else None
+    if error.get("param") is None:
+        error["param"] = _param_named_in(message)
+    return True
+
+
+def _param_named_in(message: str) -> str | None:
+    if _CONTEXT_LENGTH.search(message):
+        return "messages"
+    for name, pattern in _PARAM_PATTERNS:
+        if pattern.search(message):
+            return name
+    if _SCHEMA_WORDS.search(message):
+        return "response_format"
+    return None

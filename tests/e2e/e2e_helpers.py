@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Any, Protocol
 
 import httpx
 import orjson
 
+from aiforge.testing.models import qwen3_tokenizer_dir
 from aiforge.testing.openai_schema import assert_conforms
 from aiforge.testing.server import RemoteAiforgeServer
 
@@ -46,8 +48,37 @@ def chat_chunks(server: RemoteAiforgeServer, body: dict[str, Any]) -> list[Any]:
     return chunks
 
 
-def error_of(response: httpx.Response) -> dict[str, Any]:
+class JsonBody(Protocol):
+    def json(self) -> Any: ...
+
+
+def error_of(response: JsonBody) -> dict[str, Any]:
     body = response.json()
     assert_conforms("ErrorResponse", body)
     error: dict[str, Any] = body["error"]
     return error
+
+
+@functools.lru_cache(maxsize=1)
+def _whitespace_ban() -> dict[str, int]:
+    """``logit_bias`` banning every token of the Qwen3 tokenizer that decodes to whitespace."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(qwen3_tokenizer_dir())
+    texts = {token: str(tokenizer.decode([token])) for token in range(len(tokenizer))}
+    return {str(token): -100 for token, text in texts.items() if text and not text.strip()}
+
+
+def constrained_extras(server: RemoteAiforgeServer) -> dict[str, Any]:
+    """Extra body fields for a request whose output is constrained (tools, JSON schema).
+
+    vLLM's grammars allow any amount of whitespace between JSON tokens, and a random-weight
+    model spends its whole budget there, never closing the value. For vLLM the whitespace-only
+    tokens are banned and decoding is greedy, which leaves the grammar alone deciding what
+    comes next. aiforge's own replica server needs neither: its grammars allow no free
+    whitespace (``any_whitespace=False``, ``max_whitespace_cnt=1``), and it does not implement
+    ``logit_bias`` (it would be ignored), so its requests keep sampling under the grammar.
+    """
+    if server.engine != "vllm":
+        return {}
+    return {"logit_bias": _whitespace_ban(), "temperature": 0}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import orjson
 from conftest import MODEL_NAME
@@ -12,8 +13,8 @@ from openai.types.chat import ChatCompletion
 from aiforge.testing.openai_schema import assert_conforms
 from aiforge.testing.server import RemoteAiforgeServer
 
-MESSAGES = [{"role": "user", "content": "Say hello."}]
-NO_THINK = {"chat_template_kwargs": {"enable_thinking": False}}
+MESSAGES: Any = [{"role": "user", "content": "Say hello."}]
+NO_THINK: dict[str, Any] = {"chat_template_kwargs": {"enable_thinking": False}}
 
 
 def test_models_list(server: RemoteAiforgeServer) -> None:
@@ -33,7 +34,7 @@ def test_chat_non_streamed(server: RemoteAiforgeServer) -> None:
     assert_conforms("CreateChatCompletionResponse", raw.json())
     completion = server.client().chat.completions.create(
         model=MODEL_NAME, messages=MESSAGES, max_tokens=8, extra_body=NO_THINK
-    )  # type: ignore[arg-type]
+    )
     choice = completion.choices[0]
     assert choice.finish_reason in ("stop", "length")
     assert choice.message.role == "assistant"
@@ -87,7 +88,7 @@ def test_logprobs(server: RemoteAiforgeServer) -> None:
         messages=MESSAGES,
         max_tokens=4,
         logprobs=True,
-        top_logprobs=2,  # type: ignore[arg-type]
+        top_logprobs=2,
         extra_body=NO_THINK,
     )
     logprobs = completion.choices[0].logprobs
@@ -120,7 +121,7 @@ def test_thinking_on_and_off(server: RemoteAiforgeServer) -> None:
     off = client.chat.completions.create(
         model=MODEL_NAME,
         messages=MESSAGES,
-        max_tokens=8,  # type: ignore[arg-type]
+        max_tokens=8,
         extra_body=NO_THINK,
     )
     assert getattr(off.choices[0].message, "reasoning_content", None) in (None, "")
@@ -180,7 +181,7 @@ def test_langchain_chat_openai(server: RemoteAiforgeServer) -> None:
     llm = ChatOpenAI(
         model=MODEL_NAME,
         base_url=server.base_url,
-        api_key=server.api_key,  # type: ignore[arg-type]
+        api_key=server.api_key,
         max_tokens=6,
         temperature=0,
         max_retries=0,

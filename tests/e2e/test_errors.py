@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import openai
 import pytest
@@ -10,12 +12,12 @@ from e2e_helpers import auth, error_of, post_json
 
 from aiforge.testing.server import RemoteAiforgeServer
 
-MESSAGES = [{"role": "user", "content": "hi"}]
+MESSAGES: Any = [{"role": "user", "content": "hi"}]
 
 
 def test_unknown_model_is_404(server: RemoteAiforgeServer) -> None:
     with pytest.raises(openai.NotFoundError) as info:
-        server.client().chat.completions.create(model="no-such-model", messages=MESSAGES)  # type: ignore[arg-type]
+        server.client().chat.completions.create(model="no-such-model", messages=MESSAGES)
     error = error_of(info.value.response)
     assert error["code"] == "model_not_found"
     assert error["param"] == "model"
@@ -25,7 +27,7 @@ def test_invalid_parameter_is_400_with_param(server: RemoteAiforgeServer) -> Non
     with pytest.raises(openai.BadRequestError) as info:
         server.client().chat.completions.create(
             model=MODEL_NAME,
-            messages=MESSAGES,  # type: ignore[arg-type]
+            messages=MESSAGES,
             temperature=7.0,
         )
     assert error_of(info.value.response)["param"] == "temperature"

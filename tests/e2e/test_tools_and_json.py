@@ -1,4 +1,10 @@
-"""Tool calls and structured output, enforced by constrained decoding on every engine."""
+"""Tool calls and structured output, enforced by constrained decoding on every engine.
+
+The tools are ``strict`` (OpenAI's promise that arguments follow the schema): vLLM constrains
+a call's arguments only then, forcing just the function's name otherwise. Thinking is off
+(a random model never closes ``</think>``), and :func:`constrained_extras` adds what vLLM
+needs for a random model to finish a JSON value.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +13,13 @@ from typing import Any
 
 import jsonschema
 from conftest import MODEL_NAME
-from e2e_helpers import chat_chunks, post_json
+from e2e_helpers import chat_chunks, constrained_extras, post_json
 
 from aiforge.testing.openai_schema import assert_conforms
 from aiforge.testing.server import RemoteAiforgeServer
 
-NO_THINK = {"chat_template_kwargs": {"enable_thinking": False}}
-WEATHER = {
+NO_THINK: dict[str, Any] = {"chat_template_kwargs": {"enable_thinking": False}}
+WEATHER: Any = {
     "type": "function",
     "function": {
         "name": "get_weather",
@@ -27,9 +33,10 @@ WEATHER = {
             "required": ["city", "celsius"],
             "additionalProperties": False,
         },
+        "strict": True,
     },
 }
-TIME = {
+TIME: Any = {
     "type": "function",
     "function": {
         "name": "get_time",
@@ -39,9 +46,10 @@ TIME = {
             "required": ["zone"],
             "additionalProperties": False,
         },
+        "strict": True,
     },
 }
-ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
+ASK: Any = [{"role": "user", "content": "What is the weather in Paris?"}]
 
 
 def _check_call(call: Any, name: str) -> None:
@@ -49,7 +57,7 @@ def _check_call(call: Any, name: str) -> None:
     assert call.function.name == name
     arguments = json.loads(call.function.arguments)
     schema = WEATHER if name == "get_weather" else TIME
-    jsonschema.validate(arguments, schema["function"]["parameters"])  # type: ignore[index]
+    jsonschema.validate(arguments, schema["function"]["parameters"])
 
 
 def test_tool_choice_named_and_required(server: RemoteAiforgeServer) -> None:
@@ -58,10 +66,10 @@ def test_tool_choice_named_and_required(server: RemoteAiforgeServer) -> None:
         model=MODEL_NAME,
         messages=ASK,
         tools=[WEATHER, TIME],
-        max_tokens=64,  # type: ignore[arg-type, list-item]
+        max_tokens=64,
         tool_choice={"type": "function", "function": {"name": "get_time"}},
         parallel_tool_calls=False,
-        extra_body=NO_THINK,
+        extra_body={**NO_THINK, **constrained_extras(server)},
     )
     calls = named.choices[0].message.tool_calls
     assert calls
@@ -71,15 +79,17 @@ def test_tool_choice_named_and_required(server: RemoteAiforgeServer) -> None:
         model=MODEL_NAME,
         messages=ASK,
         tools=[WEATHER, TIME],
-        max_tokens=96,  # type: ignore[arg-type, list-item]
+        max_tokens=96,
         tool_choice="required",
         parallel_tool_calls=False,
-        extra_body=NO_THINK,
+        extra_body={**NO_THINK, **constrained_extras(server)},
     )
     calls = required.choices[0].message.tool_calls
     assert calls
     assert len(calls) == 1
-    _check_call(calls[0], calls[0].function.name)
+    (call,) = calls
+    assert call.type == "function"
+    _check_call(call, call.function.name)
     assert required.choices[0].finish_reason == "tool_calls"
 
 
@@ -92,6 +102,7 @@ def test_tool_call_streamed_deltas(server: RemoteAiforgeServer) -> None:
         "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
         "parallel_tool_calls": False,
         **NO_THINK,
+        **constrained_extras(server),
     }
     chunks = chat_chunks(server, body)
     deltas = [
@@ -107,7 +118,7 @@ def test_tool_call_streamed_deltas(server: RemoteAiforgeServer) -> None:
     assert first["type"] == "function"
     assert first["function"]["name"] == "get_weather"
     arguments = "".join(d["function"].get("arguments") or "" for d in deltas)
-    jsonschema.validate(json.loads(arguments), WEATHER["function"]["parameters"])  # type: ignore[index]
+    jsonschema.validate(json.loads(arguments), WEATHER["function"]["parameters"])
 
 
 def test_tool_choice_auto_conforms(server: RemoteAiforgeServer) -> None:
@@ -142,7 +153,7 @@ def test_json_schema_output_validates(server: RemoteAiforgeServer) -> None:
         model=MODEL_NAME,
         messages=[{"role": "user", "content": "Is the sky blue?"}],
         max_tokens=64,
-        extra_body=NO_THINK,
+        extra_body={**NO_THINK, **constrained_extras(server)},
         response_format={
             "type": "json_schema",
             "json_schema": {"name": "verdict", "schema": schema, "strict": True},
@@ -158,7 +169,7 @@ def test_json_object_output_parses(server: RemoteAiforgeServer) -> None:
         model=MODEL_NAME,
         messages=[{"role": "user", "content": "Reply in JSON."}],
         max_tokens=128,
-        extra_body=NO_THINK,
+        extra_body={**NO_THINK, **constrained_extras(server)},
         response_format={"type": "json_object"},
     )
     content = completion.choices[0].message.content or ""

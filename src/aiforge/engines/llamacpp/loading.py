@@ -6,6 +6,7 @@ import asyncio
 import logging
 from pathlib import Path
 
+import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from aiforge.engines.llamacpp.engine import LlamaCppTokenEngine
@@ -65,6 +66,9 @@ def stop_tokens(runner: LlamaRunner, tokenizer: PreTrainedTokenizerBase) -> froz
 
 async def build_engine(args: ReplicaArgs) -> tuple[LlamaCppTokenEngine, PreTrainedTokenizerBase]:
     """Load model and tokenizer off the event loop, start the engine thread."""
+    # llama.cpp's threads do the model's work; torch only samples one logits row at a time.
+    # Torch's own OpenMP pool would spin beside ggml's and starve it on a small machine.
+    torch.set_num_threads(1)
     gguf = resolve_model(args)
     runner = await asyncio.to_thread(open_runner, gguf, args)
     tokenizer = await asyncio.to_thread(load_tokenizer, gguf)

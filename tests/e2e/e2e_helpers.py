@@ -76,8 +76,8 @@ def constrained_extras(server: RemoteAiforgeServer) -> dict[str, Any]:
     model spends its whole budget there, never closing the value. For vLLM the whitespace-only
     tokens are banned and decoding is greedy, which leaves the grammar alone deciding what
     comes next. aiforge's own replica server needs neither: its grammars allow no free
-    whitespace (``any_whitespace=False``, ``max_whitespace_cnt=1``), and it does not implement
-    ``logit_bias`` (it would be ignored), so its requests keep sampling under the grammar.
+    whitespace (``any_whitespace=False``, ``max_whitespace_cnt=1``), so its requests keep
+    sampling under the grammar alone (``logit_bias`` itself is covered by unit tests).
     """
     if server.engine != "vllm":
         return {}

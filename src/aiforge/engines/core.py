@@ -40,6 +40,8 @@ class SamplingParams:
     stop_token_ids: frozenset[int] = frozenset()
     """Generation ends (finish_reason "stop") after emitting one of these."""
     ignore_eos: bool = False
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    """OpenAI's ``logit_bias``: (token id, bias added to its logit) pairs."""
 
 
 @runtime_checkable

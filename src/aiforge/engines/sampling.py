@@ -30,6 +30,7 @@ from aiforge.engines.core import SamplingParams, TokenConstraint
 __all__ = [
     "LOGPROB_FLOOR",
     "SampledToken",
+    "apply_logit_bias",
     "apply_penalties",
     "apply_top_k",
     "apply_top_p",
@@ -60,6 +61,16 @@ def make_generator(seed: int | None) -> torch.Generator | None:
     generator = torch.Generator(device="cpu")
     generator.manual_seed(seed)
     return generator
+
+
+def apply_logit_bias(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    """Add OpenAI's ``logit_bias`` to the row in place (ids beyond the row are ignored)."""
+    if params.logit_bias:
+        size = logits.shape[-1]
+        for token_id, bias in params.logit_bias:
+            if 0 <= token_id < size:
+                logits[token_id] += bias
+    return logits
 
 
 def apply_penalties(
@@ -122,6 +133,7 @@ def process_logits(
 ) -> torch.Tensor:
     """Steps 1–3 of the module contract on a float32 copy of ``logits_row`` (1-D)."""
     row = logits_row.detach().to(torch.float32).clone()
+    row = apply_logit_bias(row, params)
     row = apply_penalties(row, params, generated)
     if constraint is not None:
         constraint.mask_logits(row)

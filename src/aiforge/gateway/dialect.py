@@ -87,14 +87,15 @@ def _conform_error(data: dict[str, Any], status: int) -> bool:
         error["type"] = "server_error" if status >= 500 else "invalid_request_error"
     if not isinstance(error.get("code"), str | None):
         error["code"] = "context_length_exceeded" if _CONTEXT_LENGTH.search(message) else None
-    if error.get("param") is None:
+    if _CONTEXT_LENGTH.search(message):
+        # vLLM names its own field ("input_tokens"); OpenAI points at the prompt.
+        error["param"] = "messages"
+    elif error.get("param") is None:
         error["param"] = _param_named_in(message)
     return True
 
 
 def _param_named_in(message: str) -> str | None:
-    if _CONTEXT_LENGTH.search(message):
-        return "messages"
     for name, pattern in _PARAM_PATTERNS:
         if pattern.search(message):
             return name

@@ -336,6 +336,7 @@ def _requested(request: ChatCompletionRequest, top_logprobs: int | None) -> Requ
         repetition_penalty=request.repetition_penalty,
         logprobs=top_logprobs,
         ignore_eos=request.ignore_eos,
+        logit_bias=request.logit_bias,
     )
 
 

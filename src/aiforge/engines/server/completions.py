@@ -245,4 +245,5 @@ def _requested(request: CompletionRequest) -> RequestedSampling:
         repetition_penalty=request.repetition_penalty,
         logprobs=request.logprobs,
         ignore_eos=request.ignore_eos,
+        logit_bias=request.logit_bias,
     )

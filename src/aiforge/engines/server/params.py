@@ -51,6 +51,7 @@ class RequestedSampling:
     repetition_penalty: float | None = None
     logprobs: int | None = None
     ignore_eos: bool = False
+    logit_bias: dict[str, float] | None = None
 
 
 def build_sampling_params(
@@ -68,7 +69,30 @@ def build_sampling_params(
         repetition_penalty=_pick(requested.repetition_penalty, defaults.repetition_penalty),
         logprobs=requested.logprobs,
         ignore_eos=requested.ignore_eos,
+        logit_bias=parse_logit_bias(requested.logit_bias),
     )
+
+
+def parse_logit_bias(bias: dict[str, float] | None) -> tuple[tuple[int, float], ...]:
+    """OpenAI's ``{"token id": bias}`` map, checked: ids are integers, biases in [-100, 100]."""
+    if not bias:
+        return ()
+    pairs: list[tuple[int, float]] = []
+    for key, value in bias.items():
+        try:
+            token_id = int(key)
+        except ValueError:
+            raise invalid_param(
+                f"logit_bias keys must be token ids (integers as strings); got {key!r}.",
+                "logit_bias",
+            ) from None
+        if token_id < 0 or not -100.0 <= value <= 100.0:
+            raise invalid_param(
+                f"logit_bias[{key!r}] must be a token id >= 0 with a bias in [-100, 100].",
+                "logit_bias",
+            )
+        pairs.append((token_id, float(value)))
+    return tuple(pairs)
 
 
 def _pick(value: float | None, default: float) -> float:

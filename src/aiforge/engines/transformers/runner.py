@@ -53,6 +53,7 @@ class _SequenceSampling:
             and p.repetition_penalty == 1.0
             and p.frequency_penalty == 0.0
             and p.presence_penalty == 0.0
+            and not p.logit_bias
             and (p.temperature <= 0 or self.generator is None)
         )
 

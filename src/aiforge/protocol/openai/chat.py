@@ -124,6 +124,7 @@ class ChatCompletionRequest(RequestModel):
     repetition_penalty: float | None = Field(default=None, gt=0.0)
     chat_template_kwargs: dict[str, Any] | None = None
     ignore_eos: bool = False
+    logit_bias: dict[str, float] | None = None
 
 
 # -- response ------------------------------------------------------------------

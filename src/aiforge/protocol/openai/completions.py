@@ -39,6 +39,7 @@ class CompletionRequest(RequestModel):
     top_k: int | None = Field(default=None, ge=-1)
     repetition_penalty: float | None = Field(default=None, gt=0.0)
     ignore_eos: bool = False
+    logit_bias: dict[str, float] | None = None
 
 
 class CompletionLogprobs(ResponseModel):

@@ -45,7 +45,6 @@ from aiforge.protocol.openai.chat import (
     ResponseFormatJsonObject,
     ResponseFormatJsonSchema,
 )
-from aiforge.protocol.openai.common import Usage, make_usage
 from aiforge.protocol.openai.errors import OpenAIError, invalid_param
 
 ENDPOINT = "chat"
@@ -193,7 +192,7 @@ class ChatService:
                         logprobs[delta.index].extend(delta.tokens)
             status = 200
         finally:
-            self._observe(plan, status)
+            plan.stats.observe(self._ctx.metrics, ENDPOINT, status)
         choices = [
             ChatChoice(
                 index=i,
@@ -208,7 +207,7 @@ class ChatService:
             created=plan.created,
             model=self._ctx.served_model_name,
             choices=choices,
-            usage=self._usage(plan),
+            usage=plan.stats.usage(),
         )
 
     async def _stream(self, plan: ChatPlan) -> AsyncIterator[bytes]:
@@ -224,7 +223,7 @@ class ChatService:
                         yield self._event(plan, chunk)
             if plan.include_usage:
                 usage_chunk = self._chunk(plan, None, None)
-                usage_chunk.usage = self._usage(plan)
+                usage_chunk.usage = plan.stats.usage()
                 yield event(usage_chunk.to_json())
             status = 200
             yield DONE
@@ -233,11 +232,11 @@ class ChatService:
             yield error_event(exc)
             yield DONE
         finally:
-            self._observe(plan, status)
+            plan.stats.observe(self._ctx.metrics, ENDPOINT, status)
 
     def _event(self, plan: ChatPlan, chunk: ChatCompletionChunk) -> bytes:
         if plan.continuous_usage:
-            chunk.usage = self._usage(plan)
+            chunk.usage = plan.stats.usage()
         return event(chunk.to_json())
 
     def _delta_chunks(
@@ -279,21 +278,6 @@ class ChatService:
             return None
         content = chat_logprobs(tokens, self._ctx.token_texts, plan.top_logprobs)
         return ChoiceLogprobs(content=content, refusal=None)
-
-    def _usage(self, plan: ChatPlan) -> Usage:
-        stats = plan.stats
-        return make_usage(stats.prompt_tokens, stats.completion_tokens, stats.cached_tokens)
-
-    def _observe(self, plan: ChatPlan, status: int) -> None:
-        stats = plan.stats
-        self._ctx.metrics.observe_request(
-            ENDPOINT,
-            status,
-            prompt_tokens=stats.prompt_tokens,
-            generation_tokens=stats.completion_tokens,
-            ttft_s=None if stats.first_token_at is None else stats.first_token_at - stats.started,
-            latency_s=time.perf_counter() - stats.started,
-        )
 
 
 # -- request checks and the prompt ------------------------------------------------

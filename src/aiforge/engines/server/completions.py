@@ -26,7 +26,6 @@ from aiforge.engines.server.params import (
 )
 from aiforge.engines.server.sse import DONE, error_event, event
 from aiforge.engines.server.stream_options import usage_modes
-from aiforge.protocol.openai.common import Usage, make_usage
 from aiforge.protocol.openai.completions import (
     CompletionChoice,
     CompletionRequest,
@@ -136,7 +135,7 @@ class CompletionService:
                     finish[delta.index] = delta.finish_reason
             status = 200
         finally:
-            self._observe(plan, status)
+            plan.stats.observe(self._ctx.metrics, ENDPOINT, status)
         choices = [
             CompletionChoice(
                 index=i,
@@ -151,7 +150,7 @@ class CompletionService:
             created=plan.created,
             model=self._ctx.served_model_name,
             choices=choices,
-            usage=self._usage(plan),
+            usage=plan.stats.usage(),
         )
 
     async def _stream(self, plan: CompletionPlan) -> AsyncIterator[bytes]:
@@ -172,7 +171,7 @@ class CompletionService:
                     created=plan.created,
                     model=self._ctx.served_model_name,
                     choices=[],
-                    usage=self._usage(plan),
+                    usage=plan.stats.usage(),
                 )
                 yield event(usage_chunk.to_json())
             status = 200
@@ -182,11 +181,11 @@ class CompletionService:
             yield error_event(exc)
             yield DONE
         finally:
-            self._observe(plan, status)
+            plan.stats.observe(self._ctx.metrics, ENDPOINT, status)
 
     def _event(self, plan: CompletionPlan, chunk: CompletionResponse) -> bytes:
         if plan.continuous_usage:
-            chunk.usage = self._usage(plan)
+            chunk.usage = plan.stats.usage()
         return event(chunk.to_json())
 
     def _chunk(
@@ -206,21 +205,6 @@ class CompletionService:
         if plan.logprobs is None:
             return None
         return completion_logprobs(tokens, self._ctx.token_texts, plan.logprobs, offset)
-
-    def _usage(self, plan: CompletionPlan) -> Usage:
-        stats = plan.stats
-        return make_usage(stats.prompt_tokens, stats.completion_tokens, stats.cached_tokens)
-
-    def _observe(self, plan: CompletionPlan, status: int) -> None:
-        stats = plan.stats
-        self._ctx.metrics.observe_request(
-            ENDPOINT,
-            status,
-            prompt_tokens=stats.prompt_tokens,
-            generation_tokens=stats.completion_tokens,
-            ttft_s=None if stats.first_token_at is None else stats.first_token_at - stats.started,
-            latency_s=time.perf_counter() - stats.started,
-        )
 
 
 def _validate(request: CompletionRequest) -> None:

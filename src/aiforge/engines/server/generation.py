@@ -24,7 +24,9 @@ from aiforge.engines.core import (
     TokenEvent,
 )
 from aiforge.engines.server.detokenizer import IncrementalDetokenizer
+from aiforge.engines.server.metrics import ReplicaMetrics
 from aiforge.engines.server.stop import StopMatcher
+from aiforge.protocol.openai.common import Usage, make_usage
 from aiforge.protocol.openai.errors import OpenAIError, engine_error
 
 T = TypeVar("T")
@@ -50,6 +52,20 @@ class GenerationStats:
     cached_tokens: int | None = None
     started: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
+
+    def usage(self) -> Usage:
+        return make_usage(self.prompt_tokens, self.completion_tokens, self.cached_tokens)
+
+    def observe(self, metrics: ReplicaMetrics, endpoint: str, status: int) -> None:
+        """Record the finished request (tokens, TTFT, latency) in the replica's metrics."""
+        metrics.observe_request(
+            endpoint,
+            status,
+            prompt_tokens=self.prompt_tokens,
+            generation_tokens=self.completion_tokens,
+            ttft_s=None if self.first_token_at is None else self.first_token_at - self.started,
+            latency_s=time.perf_counter() - self.started,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,11 @@ def openai_openapi_spec() -> Path:
 def tiny_qwen3(out_dir: Path, *, seed: int = 0, dtype: str = "float32", **overrides: Any) -> Path:
     """A ~10 MB Qwen3 chat model (random weights, real tokenizer) written to ``out_dir``."""
     return write_random_qwen3(
-        out_dir, tokenizer_dir=qwen3_tokenizer_dir(), shape=TINY_QWEN3, seed=seed, dtype=dtype,
+        out_dir,
+        tokenizer_dir=qwen3_tokenizer_dir(),
+        shape=TINY_QWEN3,
+        seed=seed,
+        dtype=dtype,
         **overrides,
     )
 
@@ -43,6 +47,10 @@ def tiny_qwen3(out_dir: Path, *, seed: int = 0, dtype: str = "float32", **overri
 def tiny_qwen3_embedding(out_dir: Path, *, seed: int = 0) -> Path:
     """A tiny Qwen3-Embedding-style model (random weights, real tokenizer)."""
     return write_random_qwen3(
-        out_dir, tokenizer_dir=qwen3_tokenizer_dir(), shape=TINY_QWEN3, seed=seed,
-        dtype="float32", embedding=True,
+        out_dir,
+        tokenizer_dir=qwen3_tokenizer_dir(),
+        shape=TINY_QWEN3,
+        seed=seed,
+        dtype="float32",
+        embedding=True,
     )

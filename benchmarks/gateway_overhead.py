@@ -32,15 +32,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiforge.config import Settings
-from aiforge.gateway.access import (
-    Admission,
-    Authenticator,
-    DiscardUsage,
-    OpenAccess,
-    Principal,
-    UsageEvent,
-    UsageSink,
-)
+from aiforge.gateway.access import Admission, Authenticator, DiscardUsage, OpenAccess, UsageSink
+from aiforge.types import Principal, UsageEvent
 from aiforge.platform.bootstrap import build_platform
 from aiforge.platform.limits import LimitAdmission, LimitPolicy, MemoryStore, RedisStore, Store
 from aiforge.platform.metering import UsageLedger

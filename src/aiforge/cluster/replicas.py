@@ -1,112 +1,103 @@
-"""The replica table: which replicas serve which model, and which of them are ready.
+"""Replicas as the controller sees them: one record per replica, with its lifecycle state.
 
-The table is the router's view of the cluster. Runtimes and the health monitor *push*
-state changes into it; the gateway only reads it (and reports a replica it could not
-reach). Everything here is pure in-memory bookkeeping, safe to call from one event loop.
+States::
+
+    pending ─▶ starting ─▶ ready ─▶ draining ─▶ stopped
+       ▲           │         │ ▲
+       │           ▼         ▼ │
+       └──(backoff)── crashed  unhealthy          failed (crashed too often; kept, not restarted)
+
+* ``pending``: wanted, no process yet (new, or waiting out a restart backoff).
+* ``starting``: its process runs, its health endpoint does not answer 200 yet.
+* ``ready``: routed to.
+* ``unhealthy``: was ready, fails health checks now; not routed to; back to ready when it
+  answers, restarted when it stays down.
+* ``draining``: gets no new requests; stopped once its in-flight requests finish.
+* ``stopped``: gone (kept briefly for ``aiforge status``).
+* ``failed``: crashed too many times in a row; its last log lines are in ``last_error``.
+
+The controller owns these records (:mod:`aiforge.cluster.controller`); the gateway never
+writes them. It sees ready replicas through the router's directory
+(:mod:`aiforge.router.directory`), which the controller publishes to.
 """
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 
+__all__ = ["LIVE_STATES", "Replica", "ReplicaState"]
+
 
 class ReplicaState(StrEnum):
+    PENDING = "pending"
     STARTING = "starting"
     READY = "ready"
     UNHEALTHY = "unhealthy"
-    """It answered before but cannot be reached now; the health monitor may revive it."""
-    DEAD = "dead"
-    """Its process exited."""
+    DRAINING = "draining"
     STOPPED = "stopped"
+    FAILED = "failed"
+
+
+LIVE_STATES = frozenset(
+    {ReplicaState.PENDING, ReplicaState.STARTING, ReplicaState.READY, ReplicaState.UNHEALTHY}
+)
+"""States of a replica that counts towards its deployment's replica count."""
 
 
 @dataclass(slots=True)
 class Replica:
-    """One process serving one model's OpenAI endpoints at ``url``."""
+    """One replica of one deployment revision."""
 
     id: str
-    model: str
-    url: str
-    """Base URL without the ``/v1`` suffix, e.g. ``http://127.0.0.1:41234``."""
-    state: ReplicaState = ReplicaState.STARTING
+    deployment: str
+    revision: str
+    state: ReplicaState = ReplicaState.PENDING
+    url: str = ""
+    """Base URL without ``/v1`` (``http://127.0.0.1:41234``); empty until started."""
     engine: str = ""
+    dialect: str = "openai"
+    """How the gateway must read this replica's answers (:mod:`aiforge.gateway.dialects`)."""
+    node: str = "local"
     pid: int | None = None
-    in_flight: int = 0
+    created_at: float = 0.0
+    started_at: float | None = None
+    """When its current process started."""
+    ready_at: float | None = None
+    drain_started_at: float | None = None
+    stopped_at: float | None = None
+    restarts: int = 0
+    """Times the controller restarted it after a crash."""
+    consecutive_failures: int = 0
+    """Crashes since it was last ready for a while; drives backoff and ``failed``."""
+    next_start_at: float = 0.0
+    """While pending after a crash: not before this time (exponential backoff)."""
+    health_failures: int = 0
+    """Consecutive failed health checks."""
     last_error: str = ""
+    external: bool = False
+    """Attached by URL: health-checked, never started or stopped by aiforge."""
 
-    def public(self) -> dict[str, object]:
-        """The replica as ``/health`` shows it."""
+    @property
+    def live(self) -> bool:
+        return self.state in LIVE_STATES
+
+    def public(self, *, now: float, in_flight: int = 0, tokens_per_s: float = 0.0) -> dict[str, object]:
+        """The replica as ``aiforge status``, ``/health`` and the admin API show it."""
+        uptime = now - self.started_at if self.started_at and self.state != ReplicaState.STOPPED else 0.0
         return {
             "id": self.id,
-            "model": self.model,
+            "deployment": self.deployment,
+            "revision": self.revision,
+            "state": self.state.value,
             "engine": self.engine,
             "url": self.url,
-            "state": self.state.value,
+            "node": self.node,
             "pid": self.pid,
-            "in_flight": self.in_flight,
+            "in_flight": in_flight,
+            "tokens_per_s": round(tokens_per_s, 2),
+            "uptime_s": round(max(0.0, uptime), 1),
+            "restarts": self.restarts,
             "last_error": self.last_error,
+            "external": self.external,
         }
-
-
-class UnknownReplicaError(KeyError):
-    pass
-
-
-class ReplicaTable:
-    """Replicas by id, with the least-loaded-first choice the router needs."""
-
-    def __init__(self) -> None:
-        self._replicas: dict[str, Replica] = {}
-        self._rotation = itertools.count()
-
-    def add(self, replica: Replica) -> Replica:
-        """Register a replica (replacing one with the same id)."""
-        self._replicas[replica.id] = replica
-        return replica
-
-    def remove(self, replica_id: str) -> None:
-        self._replicas.pop(replica_id, None)
-
-    def get(self, replica_id: str) -> Replica:
-        try:
-            return self._replicas[replica_id]
-        except KeyError:
-            raise UnknownReplicaError(replica_id) from None
-
-    def set_state(self, replica_id: str, state: ReplicaState, *, error: str = "") -> None:
-        replica = self.get(replica_id)
-        replica.state = state
-        replica.last_error = error
-
-    def __iter__(self) -> Iterator[Replica]:
-        return iter(list(self._replicas.values()))
-
-    def __len__(self) -> int:
-        return len(self._replicas)
-
-    def models(self) -> list[str]:
-        """Every model that has a replica, in any state (so a down model answers 503, not 404)."""
-        return sorted({r.model for r in self._replicas.values() if r.state != ReplicaState.STOPPED})
-
-    def serves(self, model: str) -> bool:
-        return model in self.models()
-
-    def candidates(self, model: str) -> list[Replica]:
-        """Ready replicas of ``model``, the one to try first first.
-
-        Least in-flight requests wins; ties rotate so equal replicas share the load.
-        """
-        ready = [
-            r for r in self._replicas.values() if r.model == model and r.state == ReplicaState.READY
-        ]
-        if len(ready) > 1:
-            shift = next(self._rotation) % len(ready)
-            ready = ready[shift:] + ready[:shift]
-        # A stable sort keeps the rotation among replicas with equal load.
-        return sorted(ready, key=lambda r: r.in_flight)
-
-    def snapshot(self) -> list[dict[str, object]]:
-        return [r.public() for r in self._replicas.values()]

@@ -61,6 +61,9 @@ class Engine(abc.ABC):
     """Describes how to run one replica of a model with one inference engine."""
 
     name: ClassVar[str]
+    dialect: ClassVar[str] = "openai"
+    """How the gateway reads this engine's answers (:mod:`aiforge.gateway.dialects`):
+    ``openai`` for aiforge's own replica server, ``vllm`` for vLLM's."""
 
     @abc.abstractmethod
     def availability(self) -> Availability:

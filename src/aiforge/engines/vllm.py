@@ -191,6 +191,7 @@ class VllmEngine(Engine):
     """vLLM behind aiforge's engine seam; its environment lives under ``Settings.engines_dir``."""
 
     name: ClassVar[str] = "vllm"
+    dialect: ClassVar[str] = "vllm"
 
     def __init__(
         self,

@@ -12,7 +12,7 @@ import orjson
 from fastapi import Request
 from fastapi.responses import Response
 
-from aiforge.gateway.access import LimitExceeded
+from aiforge.types import LimitExceeded
 
 
 class GatewayError(Exception):

@@ -24,18 +24,8 @@ from starlette.types import Receive, Scope, Send
 
 from aiforge.cluster.replicas import Replica, ReplicaTable
 from aiforge.config import Settings
-from aiforge.gateway.access import (
-    GATEWAY_CRASHED,
-    Admission,
-    Authenticator,
-    AuthError,
-    LimitExceeded,
-    Principal,
-    RequestKind,
-    Ticket,
-    UsageEvent,
-    UsageSink,
-)
+from aiforge.gateway.access import Admission, Authenticator, UsageSink
+from aiforge.types import GATEWAY_CRASHED, AuthError, LimitExceeded, Principal, RequestKind, Ticket, UsageEvent
 from aiforge.gateway.dialect import conform_vllm_answer
 from aiforge.gateway.errors import (
     GatewayError,

@@ -23,7 +23,7 @@ from typing import Any, TypeGuard
 import orjson
 from fastapi import Request
 
-from aiforge.gateway.access import RequestKind
+from aiforge.types import RequestKind
 from aiforge.gateway.errors import GatewayError
 
 CHARS_PER_TOKEN = 4

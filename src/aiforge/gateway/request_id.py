@@ -26,7 +26,7 @@ import os
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from aiforge.gateway.access import RequestKind
+from aiforge.types import RequestKind
 from aiforge.gateway.errors import GatewayError
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from aiforge.gateway.access import LimitExceeded, Principal
+from aiforge.types import LimitExceeded, Principal
 from aiforge.platform.limits import BudgetUsage, LimitAdmission, LimitPolicy, RedisStore
 from aiforge.platform.limits.policy import UNLIMITED
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, select
 
-from aiforge.gateway.access import GATEWAY_CRASHED, UsageEvent
+from aiforge.types import GATEWAY_CRASHED, UsageEvent
 from aiforge.platform.db.engine import make_engine
 from aiforge.platform.db.migrate import upgrade_to_head
 from aiforge.platform.metering import UsageFilter, UsageLedger, UsageRecordRow

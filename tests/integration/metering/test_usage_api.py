@@ -11,7 +11,7 @@ import pytest
 from fastapi import FastAPI
 from typer.testing import CliRunner
 
-from aiforge.gateway.access import AuthError, Principal, UsageEvent
+from aiforge.types import AuthError, Principal, UsageEvent
 from aiforge.platform.api.usage import build_usage_router
 from aiforge.platform.db.engine import make_engine
 from aiforge.platform.db.migrate import upgrade_to_head

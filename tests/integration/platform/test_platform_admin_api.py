@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from aiforge.gateway.access import AuthError
+from aiforge.types import AuthError
 from aiforge.platform.limits.policy import LimitPolicy
 
 

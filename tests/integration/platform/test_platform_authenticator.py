@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from aiforge.config import Settings
-from aiforge.gateway.access import AuthError
+from aiforge.types import AuthError
 from aiforge.platform.api.schemas import ApiKeyCreate
 from aiforge.platform.bootstrap import build_platform
 from aiforge.platform.services.authenticator import PlatformAuthenticator

@@ -13,7 +13,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import func, inspect, select
 
 from aiforge.config import Settings
-from aiforge.gateway.access import AuthError
+from aiforge.types import AuthError
 from aiforge.platform.api.schemas import ApiKeyCreate
 from aiforge.platform.bootstrap import PlatformRuntime, build_platform
 from aiforge.platform.db.engine import make_engine

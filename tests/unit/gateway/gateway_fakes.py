@@ -15,13 +15,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from aiforge.cluster.replicas import Replica, ReplicaState, ReplicaTable
 from aiforge.config import Settings
-from aiforge.gateway.access import (
-    AuthError,
-    LimitExceeded,
-    Principal,
-    Ticket,
-    UsageEvent,
-)
+from aiforge.types import AuthError, LimitExceeded, Principal, Ticket, UsageEvent
 from aiforge.gateway.app import create_app
 from aiforge.testing.server import running_app
 

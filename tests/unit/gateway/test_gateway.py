@@ -10,7 +10,7 @@ import orjson
 from gateway_fakes import MODEL, Gateway, fake_replica
 
 from aiforge.cluster.replicas import Replica, ReplicaState
-from aiforge.gateway.access import LimitExceeded, Principal
+from aiforge.types import LimitExceeded, Principal
 from aiforge.testing.server import free_port, running_app
 
 

@@ -6,7 +6,7 @@ import httpx
 import pytest
 from gateway_fakes import MODEL, Gateway
 
-from aiforge.gateway.access import LimitExceeded, Principal
+from aiforge.types import LimitExceeded, Principal
 from aiforge.platform.limits.admission import LimitAdmission
 from aiforge.platform.limits.policy import LimitPolicy
 from aiforge.platform.limits.redis_store import RedisStore

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from aiforge.gateway.access import Principal, Role
+from aiforge.platform.domain.roles import Role
+from aiforge.types import Principal
 from aiforge.platform.api.deps import authorize_project
 from aiforge.platform.domain.access import (
     check_grant,

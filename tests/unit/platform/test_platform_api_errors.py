@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
 from aiforge.cli.admin import parse_expiry
-from aiforge.gateway.access import AuthError, Principal
+from aiforge.types import AuthError, Principal
 from aiforge.platform.api.deps import CurrentPrincipal, authorize_project
 from aiforge.platform.api.errors import admin_router
 from aiforge.platform.domain.errors import Conflict

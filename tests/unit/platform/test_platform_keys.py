@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from aiforge.gateway.access import AuthError
+from aiforge.types import AuthError
 from aiforge.platform.domain.key_record import KeyRecord, key_status, resolve_token
 from aiforge.platform.domain.keys import (
     KEY_SCHEME,

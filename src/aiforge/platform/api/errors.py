@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
-from aiforge.gateway.access import AuthError
+from aiforge.types import AuthError
 from aiforge.platform.domain.errors import (
     Conflict,
     Forbidden,

@@ -10,7 +10,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from aiforge.gateway.access import Role
+from aiforge.platform.domain.roles import Role
 from aiforge.platform.domain.key_record import KeyStatus
 
 _NAME = Field(min_length=1, max_length=200)

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel
 
-from aiforge.gateway.access import Principal
+from aiforge.types import Principal
 from aiforge.platform.api.deps import CurrentPrincipal, authorize_project
 from aiforge.platform.api.errors import admin_router
 from aiforge.platform.metering.ledger import UsageLedger

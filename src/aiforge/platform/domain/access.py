@@ -7,9 +7,10 @@ as a resource that does not exist — so a caller cannot probe for ids.
 
 from __future__ import annotations
 
-from aiforge.gateway.access import Principal, Role
+from aiforge.platform.domain.roles import Role
+from aiforge.types import Principal
 from aiforge.platform.domain.errors import Forbidden, NotFound
-from aiforge.platform.domain.roles import can_grant, can_manage
+from aiforge.platform.domain.roles import can_grant, can_manage, parse_role
 
 
 def check_project(principal: Principal, project_id: str, *, write: bool) -> None:
@@ -22,7 +23,7 @@ def check_project(principal: Principal, project_id: str, *, write: bool) -> None
         return
     if principal.project_id != project_id:
         raise NotFound(f"project {project_id!r} not found", param="project_id")
-    if write and not can_manage(principal.role):
+    if write and not can_manage(parse_role(principal.role)):
         raise Forbidden(
             f"a key with role {principal.role!r} cannot change this project; "
             "it needs role 'owner' or 'admin'"
@@ -50,7 +51,7 @@ def check_grant(principal: Principal, role: Role) -> None:
     """A caller may create keys or memberships with its own role or a lower one."""
     if principal.is_platform_admin:
         return
-    if not can_grant(principal.role, role):
+    if not can_grant(parse_role(principal.role), role):
         raise Forbidden(
             f"a key with role {principal.role!r} cannot grant role {role!r}", param="role"
         )

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from aiforge.gateway.access import AuthError, Principal, Role
+from aiforge.platform.domain.roles import Role
+from aiforge.types import AuthError, Principal
 from aiforge.platform.domain.keys import verify_token
 
 KeyStatus = Literal["active", "expired", "revoked"]

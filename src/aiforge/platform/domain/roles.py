@@ -1,4 +1,4 @@
-"""Roles and what each may do. Pure functions over :data:`aiforge.gateway.access.Role`.
+"""Roles and what each may do. Pure functions over :data:`Role`.
 
 * ``owner`` / ``admin`` — manage the project: its keys, key limits, members.
 * ``member`` — use the API and read the project's settings.
@@ -7,9 +7,9 @@
 
 from __future__ import annotations
 
-from typing import get_args
+from typing import Literal, get_args
 
-from aiforge.gateway.access import Role
+Role = Literal["owner", "admin", "member", "viewer"]
 
 ROLES: tuple[Role, ...] = get_args(Role)
 _RANK: dict[Role, int] = {"viewer": 0, "member": 1, "admin": 2, "owner": 3}

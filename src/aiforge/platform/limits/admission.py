@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from aiforge.gateway.access import LimitExceeded, Principal, Ticket
+from aiforge.types import LimitExceeded, Principal, Ticket
 from aiforge.platform.limits.plan import (
     Reservation,
     Scope,

@@ -33,7 +33,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from aiforge.config import Settings
-from aiforge.gateway.access import UsageEvent
+from aiforge.types import UsageEvent
 from aiforge.platform.db.engine import make_engine
 from aiforge.platform.limits.admission import BudgetUsage
 from aiforge.platform.metering.journal import Journal, Segment, read_segment

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, Insert, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from aiforge.gateway.access import GATEWAY_CRASHED
+from aiforge.types import GATEWAY_CRASHED
 from aiforge.platform.metering.table import UsageRecordRow
 
 _CHUNK = 1_000

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from aiforge.gateway.access import AuthError, Principal
+from aiforge.types import AuthError, Principal
 from aiforge.platform.db.tenancy import KeyLimitRow, ProjectLimitRow
 from aiforge.platform.domain.key_record import KeyRecord, resolve_token
 from aiforge.platform.domain.keys import DEFAULT_PEPPER, bearer_token, lookup_prefix

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
-from aiforge.gateway.access import Principal
+from aiforge.types import Principal
 from aiforge.platform.api.schemas import ApiKeyCreate, ApiKeyUpdate, LimitsUpdate
 from aiforge.platform.db.tenancy import ApiKeyRow
 from aiforge.platform.domain.access import (

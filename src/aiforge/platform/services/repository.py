@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from aiforge.gateway.access import Role
+from aiforge.platform.domain.roles import Role
 from aiforge.platform.db.tenancy import (
     ApiKeyRow,
     KeyLimitRow,

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from sqlalchemy.orm import Session
 
-from aiforge.gateway.access import Principal
+from aiforge.types import Principal
 from aiforge.platform.api.schemas import (
     MembershipCreate,
     OrganizationCreate,

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from aiforge.gateway.access import LimitExceeded, Principal
+from aiforge.types import LimitExceeded, Principal
 from aiforge.platform.limits import BudgetUsage, LimitAdmission, LimitPolicy, MemoryStore
 from aiforge.platform.limits.policy import UNLIMITED
 from aiforge.platform.limits.store import Refusal, ReservationPlan

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, select
 
-from aiforge.gateway.access import GATEWAY_CRASHED, UsageEvent
+from aiforge.types import GATEWAY_CRASHED, UsageEvent
 from aiforge.platform.db.base import Base
 from aiforge.platform.db.engine import make_engine
 from aiforge.platform.metering import (

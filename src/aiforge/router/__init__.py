@@ -1,0 +1,1 @@
+"""Routing: which replica of a deployment serves a request (policies, the replica directory)."""

@@ -72,7 +72,9 @@ def register(app: typer.Typer) -> None:
 
 
 # -- plumbing -----------------------------------------------------------------------
-def _client(url: str, api_key: str | None) -> AdminApiClient:
+def api_client(url: str, api_key: str | None) -> AdminApiClient:
+    """A client for the service at ``url``: ``api_key``, else the admin key a local
+    ``aiforge serve`` stored; exits with status 2 when there is neither."""
     key = api_key or stored_admin_key(Settings().data_dir)
     if not key:
         _errors.print("[red]no API key:[/] pass --api-key or set AIFORGE_API_KEY")
@@ -80,9 +82,11 @@ def _client(url: str, api_key: str | None) -> AdminApiClient:
     return AdminApiClient(url=url, api_key=key)
 
 
-def _call(url: str, api_key: str | None, send: Callable[[AdminApiClient], Any]) -> Any:
+def call_api(url: str, api_key: str | None, send: Callable[[AdminApiClient], Any]) -> Any:
+    """``send(client)``; a refusal or an unreachable server prints its message to stderr
+    and exits with status 1 (the helper every admin command, ``deploy`` included, uses)."""
     try:
-        return send(_client(url, api_key))
+        return send(api_client(url, api_key))
     except AdminApiError as error:
         _errors.print(f"[red]error:[/] {error.message}")
         raise typer.Exit(1) from None
@@ -146,7 +150,7 @@ def orgs_list(
     url: UrlOption = DEFAULT_URL, api_key: ApiKeyOption = None, as_json: JsonOption = False
 ) -> None:
     """List the organizations your key can see."""
-    data = _call(url, api_key, lambda c: c.request("GET", "/admin/v1/organizations"))
+    data = call_api(url, api_key, lambda c: c.request("GET", "/admin/v1/organizations"))
     _show(data, ORG_COLUMNS, as_json=as_json, title="organizations")
 
 
@@ -158,7 +162,7 @@ def orgs_create(
     as_json: JsonOption = False,
 ) -> None:
     """Create an organization (platform admin)."""
-    data = _call(
+    data = call_api(
         url, api_key, lambda c: c.request("POST", "/admin/v1/organizations", json={"name": name})
     )
     _show(data, ORG_COLUMNS, as_json=as_json, title="organization created")
@@ -172,7 +176,7 @@ def orgs_get(
     as_json: JsonOption = False,
 ) -> None:
     """Show one organization."""
-    data = _call(
+    data = call_api(
         url, api_key, lambda c: c.request("GET", f"/admin/v1/organizations/{organization_id}")
     )
     _show(data, ORG_COLUMNS, as_json=as_json, title="organization")
@@ -187,7 +191,7 @@ def projects_list(
     as_json: JsonOption = False,
 ) -> None:
     """List the projects your key can see."""
-    data = _call(
+    data = call_api(
         url,
         api_key,
         lambda c: c.request("GET", "/admin/v1/projects", params={"organization_id": org}),
@@ -205,7 +209,7 @@ def projects_create(
 ) -> None:
     """Create a project in an organization (platform admin)."""
     body = {"name": name, "organization_id": org}
-    data = _call(url, api_key, lambda c: c.request("POST", "/admin/v1/projects", json=body))
+    data = call_api(url, api_key, lambda c: c.request("POST", "/admin/v1/projects", json=body))
     _show(data, PROJECT_COLUMNS, as_json=as_json, title="project created")
 
 
@@ -217,7 +221,7 @@ def projects_get(
     as_json: JsonOption = False,
 ) -> None:
     """Show one project."""
-    data = _call(url, api_key, lambda c: c.request("GET", f"/admin/v1/projects/{project_id}"))
+    data = call_api(url, api_key, lambda c: c.request("GET", f"/admin/v1/projects/{project_id}"))
     _show(data, PROJECT_COLUMNS, as_json=as_json, title="project")
 
 
@@ -229,7 +233,7 @@ def projects_members(
     as_json: JsonOption = False,
 ) -> None:
     """List a project's members and their roles."""
-    data = _call(
+    data = call_api(
         url, api_key, lambda c: c.request("GET", f"/admin/v1/projects/{project_id}/members")
     )
     _show(data, MEMBER_COLUMNS, as_json=as_json, title="members")
@@ -253,7 +257,7 @@ def projects_add_member(
     if (email is None) == (user_id is None):
         raise typer.BadParameter("pass exactly one of --email or --user-id")
     body = {"email": email, "user_id": user_id, "role": role}
-    data = _call(
+    data = call_api(
         url,
         api_key,
         lambda c: c.request("PUT", f"/admin/v1/projects/{project_id}/members", json=body),
@@ -266,7 +270,7 @@ def projects_remove_member(
     project_id: str, user_id: str, url: UrlOption = DEFAULT_URL, api_key: ApiKeyOption = None
 ) -> None:
     """Remove a user from a project."""
-    _call(
+    call_api(
         url,
         api_key,
         lambda c: c.request("DELETE", f"/admin/v1/projects/{project_id}/members/{user_id}"),
@@ -280,7 +284,7 @@ def users_list(
     url: UrlOption = DEFAULT_URL, api_key: ApiKeyOption = None, as_json: JsonOption = False
 ) -> None:
     """List users (a project key sees its project's members)."""
-    data = _call(url, api_key, lambda c: c.request("GET", "/admin/v1/users"))
+    data = call_api(url, api_key, lambda c: c.request("GET", "/admin/v1/users"))
     _show(data, USER_COLUMNS, as_json=as_json, title="users")
 
 
@@ -294,7 +298,7 @@ def users_create(
 ) -> None:
     """Create a user (platform admin)."""
     body = {"email": email, "name": name}
-    data = _call(url, api_key, lambda c: c.request("POST", "/admin/v1/users", json=body))
+    data = call_api(url, api_key, lambda c: c.request("POST", "/admin/v1/users", json=body))
     _show(data, USER_COLUMNS, as_json=as_json, title="user created")
 
 
@@ -306,7 +310,7 @@ def users_get(
     as_json: JsonOption = False,
 ) -> None:
     """Show one user."""
-    data = _call(url, api_key, lambda c: c.request("GET", f"/admin/v1/users/{user_id}"))
+    data = call_api(url, api_key, lambda c: c.request("GET", f"/admin/v1/users/{user_id}"))
     _show(data, USER_COLUMNS, as_json=as_json, title="user")
 
 
@@ -347,7 +351,7 @@ def keys_create(
         project_id = _project_or_default(client, project)
         return client.request("POST", f"/admin/v1/projects/{project_id}/keys", json=body)
 
-    data = _call(url, api_key, send)
+    data = call_api(url, api_key, send)
     if as_json:
         typer.echo(json.dumps(data, indent=2))
         return
@@ -369,7 +373,7 @@ def keys_list(
         project_id = _project_or_default(client, project)
         return client.request("GET", f"/admin/v1/projects/{project_id}/keys")
 
-    _show(_call(url, api_key, send), KEY_COLUMNS, as_json=as_json, title="API keys")
+    _show(call_api(url, api_key, send), KEY_COLUMNS, as_json=as_json, title="API keys")
 
 
 @keys_app.command("get")
@@ -380,7 +384,7 @@ def keys_get(
     as_json: JsonOption = False,
 ) -> None:
     """Show one key."""
-    data = _call(url, api_key, lambda c: c.request("GET", f"/admin/v1/keys/{key_id}"))
+    data = call_api(url, api_key, lambda c: c.request("GET", f"/admin/v1/keys/{key_id}"))
     _show(data, KEY_COLUMNS, as_json=as_json, title="API key")
 
 
@@ -414,7 +418,7 @@ def keys_update(
         body["expires_at"] = None if when is None else when.isoformat()
     if not body:
         raise typer.BadParameter("nothing to change: pass --name, --model, --region or --expires")
-    data = _call(url, api_key, lambda c: c.request("PATCH", f"/admin/v1/keys/{key_id}", json=body))
+    data = call_api(url, api_key, lambda c: c.request("PATCH", f"/admin/v1/keys/{key_id}", json=body))
     _show(data, KEY_COLUMNS, as_json=as_json, title="API key updated")
 
 
@@ -426,7 +430,7 @@ def keys_revoke(
     as_json: JsonOption = False,
 ) -> None:
     """Revoke a key; every gateway refuses it within a second or two."""
-    data = _call(url, api_key, lambda c: c.request("POST", f"/admin/v1/keys/{key_id}/revoke"))
+    data = call_api(url, api_key, lambda c: c.request("POST", f"/admin/v1/keys/{key_id}/revoke"))
     _show(data, KEY_COLUMNS, as_json=as_json, title="API key revoked")
 
 
@@ -453,7 +457,7 @@ def limits_get(
     """Show a key's or a project's limits (- means unlimited)."""
     path = _limits_path(key, project)
     _show(
-        _call(url, api_key, lambda c: c.request("GET", path)),
+        call_api(url, api_key, lambda c: c.request("GET", path)),
         LIMIT_COLUMNS,
         as_json=as_json,
         title="limits",
@@ -488,5 +492,5 @@ def limits_set(
         "tokens_per_day": per_day,
         "tokens_per_month": per_month,
     }
-    data = _call(url, api_key, lambda c: c.request("PUT", path, json=body))
+    data = call_api(url, api_key, lambda c: c.request("PUT", path, json=body))
     _show(data, LIMIT_COLUMNS, as_json=as_json, title="limits")

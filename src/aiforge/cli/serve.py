@@ -1,30 +1,38 @@
-"""``aiforge serve``: one model behind the OpenAI API, with the platform around it.
+"""``aiforge serve``: the control plane and the gateway, serving every deployment.
 
-Steps, each with a progress line: resolve the model (download once, or build the offline
-demo), pick the engine (``--engine auto`` says why), prepare it, start one replica on a
-free local port and wait for its health, then serve the gateway with uvicorn. Ctrl-C or
-SIGTERM stops the gateway and then the replica (SIGTERM, SIGKILL after a grace period).
+Steps, each with a progress line: start the platform (database, keys, usage ledger), make
+sure the deployment named by ``--model`` exists (created, or updated with the options
+given), start the controller — which starts each deployment's replicas (resolving models,
+downloading once, choosing engines: ``--engine auto`` says why) and keeps them alive — wait
+until every deployment has a ready replica, then serve the gateway with uvicorn. Ctrl-C or
+SIGTERM stops the gateway, then drains and stops every replica.
+
+Without ``--model`` it serves the deployments stored in the platform database, or the
+default model (``AIFORGE_MODEL``) when there are none. Deployments are managed while it runs
+with ``aiforge deploy|scale|undeploy|apply|status`` (:mod:`aiforge.cli.deploy`).
 
 ``--replica-url URL`` (repeatable) attaches the gateway to replicas that are already
-running instead of starting one — several gateways can share one replica, and a gateway
+running instead of starting any — several gateways can share one replica, and a gateway
 can be killed and restarted without restarting the model. The model name is read from the
 replica's ``/v1/models`` unless ``--served-model-name`` gives it; so is the engine of a vLLM
 replica (``owned_by: vllm``; ``--replica-engine vllm`` says it for one not up yet), whose
-``reasoning`` field the gateway renames to ``reasoning_content``.
+answers the gateway then reads in vLLM's dialect.
 
 When the platform layer is installed (:mod:`aiforge.platform.bootstrap`) every ``/v1`` route
 needs an API key: the first start prints the admin key once (``AIFORGE_ADMIN_KEY`` sets
-it instead). ``--no-auth`` serves without keys, limits or metering (benchmarks only).
+it instead). ``--no-auth`` serves without keys, limits, metering or stored deployments
+(benchmarks only).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import signal
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any
@@ -33,20 +41,19 @@ import httpx
 import typer
 import uvicorn
 
-from aiforge.cluster.health import ReplicaHealthMonitor
-from aiforge.cluster.replicas import Replica, ReplicaState, ReplicaTable
-from aiforge.cluster.runtimes.local import LocalReplicaProcess, LocalRuntime, ReplicaStartError
+from aiforge.cluster.controller import Controller
+from aiforge.cluster.deployments import DeploymentSpec, DeploymentSpecError
+from aiforge.cluster.runtimes.local import LocalRuntime, ReplicaStartError, reap_orphans
+from aiforge.cluster.sources import DeploymentSource, StaticDeployments
 from aiforge.config import Settings
-from aiforge.engines.base import ReplicaSpec
-from aiforge.engines.registry import (
-    ENGINE_NAMES,
-    EngineSelectionError,
-    prepare_engine,
-    select_engine,
-)
+from aiforge.engines.registry import ENGINE_NAMES, EngineSelectionError
 from aiforge.gateway.access import DiscardUsage, OpenAccess
 from aiforge.gateway.app import create_app
-from aiforge.testing.server import free_port
+from aiforge.models.sources import model_reference, served_name
+from aiforge.router.directory import ReplicaDirectory
+from aiforge.router.registry import POLICY_NAMES
+
+SHUTDOWN_GRACE_S = 10.0
 
 
 def progress(line: str) -> None:
@@ -55,14 +62,16 @@ def progress(line: str) -> None:
 
 @dataclass
 class ServeOptions:
+    model_given: bool = False
+    """``--model`` (or ``AIFORGE_MODEL``) named a model: make sure it is deployed."""
     replica_urls: Sequence[str] = ()
     served_model_name: str | None = None
     replica_engine: str = ""
     """Engine of the attached replicas when known ahead; else read from ``/v1/models``."""
     threads: int | None = None
+    replicas: int | None = None
+    policy: str | None = None
     no_auth: bool = False
-    replicas: list[LocalReplicaProcess] = field(default_factory=list)
-    """Replicas this process started (stopped on exit, however it exits)."""
 
 
 class ServeError(RuntimeError):
@@ -94,6 +103,13 @@ def serve(
         str | None, typer.Option(help="Name clients use for the model.")
     ] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads for the replica.")] = None,
+    replicas: Annotated[
+        int | None, typer.Option(help="Replicas of --model (default 1; kept if deployed).")
+    ] = None,
+    policy: Annotated[
+        str | None,
+        typer.Option(help=f"Routing policy of --model: {', '.join(POLICY_NAMES)}."),
+    ] = None,
     replica_url: Annotated[
         list[str] | None,
         typer.Option(
@@ -114,17 +130,24 @@ def serve(
         ),
     ] = False,
 ) -> None:
-    """Serve a model behind the OpenAI API (gateway + one replica)."""
+    """Serve every deployment behind the OpenAI API (control plane + gateway).
+
+    `aiforge serve --model demo` deploys (or updates) one model and serves it; manage more
+    with `aiforge deploy`, `scale`, `undeploy`, `apply` and `status` while it runs.
+    """
     overrides: dict[str, Any] = {
         "model": model, "engine": engine, "host": host, "port": port, "data_dir": data_dir,
         "max_model_len": max_model_len, "dtype": dtype,
     }  # fmt: skip
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     options = ServeOptions(
+        model_given=model is not None or "model" in settings.model_fields_set,
         replica_urls=tuple(replica_url or ()),
         served_model_name=served_model_name,
         replica_engine=replica_engine or "",
         threads=threads,
+        replicas=replicas,
+        policy=policy,
         no_auth=no_auth,
     )
     previous = signal.signal(signal.SIGTERM, _terminate)
@@ -132,12 +155,10 @@ def serve(
         asyncio.run(run_service(settings, options))
     except KeyboardInterrupt:
         progress("stopped")
-    except (ServeError, EngineSelectionError, ReplicaStartError) as exc:
+    except (ServeError, EngineSelectionError, ReplicaStartError, DeploymentSpecError) as exc:
         progress(f"error: {exc}")
         raise typer.Exit(1) from None
     finally:
-        for replica in options.replicas:  # also after a crash or a second Ctrl-C
-            replica.stop()
         signal.signal(signal.SIGTERM, previous)
 
 
@@ -147,29 +168,42 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 
 
 async def run_service(settings: Settings, options: ServeOptions) -> None:
-    """Start the platform, the replica(s) and the gateway; return when the gateway stops."""
+    """Start the platform, the controller and the gateway; return when the gateway stops."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    reaped = reap_orphans(settings.data_dir / "run" / "replicas")
+    if reaped:
+        progress(f"stopped {reaped} replica(s) left running by a crashed earlier run")
     platform = None if options.no_auth else _build_platform(settings)
+    runtime = LocalRuntime(settings)
     try:
         if platform is not None:
             await platform.start()
             _announce_admin_key(platform, settings)
-        table = ReplicaTable()
-        if options.replica_urls:
-            await _attach_replicas(table, options, settings)
-        else:
-            await _start_replica(table, options, settings)
-        liveness = {r.replica_id: r.is_alive for r in options.replicas}
-        app = create_app(
-            settings, replicas=table,
-            authenticator=platform.authenticator if platform else OpenAccess(),
-            admission=platform.admission if platform else OpenAccess(),
-            usage_sink=platform.usage_sink if platform else DiscardUsage(),
-            extra_routers=platform.routers if platform else (),
-            monitor=ReplicaHealthMonitor(table, liveness=liveness),
-        )  # fmt: skip
-        await _serve_gateway(app, settings, table)
+        source = await _desired_state(settings, options, platform)
+        directory = ReplicaDirectory()
+        controller = Controller(source, runtime, directory, progress=progress)
+        if platform is not None:
+            platform.attach_control_plane(controller)
+        loop = asyncio.create_task(controller.run(), name="aiforge-controller")
+        try:
+            await controller.wait_until_settled(progress=progress)
+            app = create_app(
+                settings, directory=directory,
+                authenticator=platform.authenticator if platform else OpenAccess(),
+                admission=platform.admission if platform else OpenAccess(),
+                usage_sink=platform.usage_sink if platform else DiscardUsage(),
+                extra_routers=platform.routers if platform else (),
+                fleet_status=controller.status,
+            )  # fmt: skip
+            await _serve_gateway(app, settings, directory)
+        finally:
+            loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
+            progress("draining and stopping replicas")
+            await controller.shutdown(SHUTDOWN_GRACE_S)
     finally:
+        await runtime.aclose()
         if platform is not None:
             await platform.stop()
 
@@ -190,54 +224,62 @@ def _announce_admin_key(platform: Any, settings: Settings) -> None:
         typer.echo(f"\n    {key}\n", err=True)
 
 
-async def _start_replica(table: ReplicaTable, options: ServeOptions, settings: Settings) -> None:
-    resolved = await asyncio.to_thread(_resolve_model, settings)
-    if resolved.is_demo:
-        progress("the demo model has RANDOM weights: it produces random text (for trying "
-                 "aiforge offline); serve a real model with --model Qwen/Qwen3-0.6B")  # fmt: skip
-    selected = select_engine(
-        settings.engine, resolved.path, settings, is_gguf=resolved.is_gguf,
-        is_demo=resolved.is_demo,
-    )  # fmt: skip
-    progress(f"engine: {selected.engine.name} ({selected.reason})")
-    await asyncio.to_thread(prepare_engine, selected.engine, progress)
-    name = options.served_model_name or resolved.served_name
-    port = free_port()
-    spec = ReplicaSpec(
-        model_path=resolved.path, served_model_name=name, port=port, dtype=settings.dtype,
-        max_model_len=settings.max_model_len, is_embedding=resolved.is_embedding,
-        threads=options.threads,
-    )  # fmt: skip
-    plan = selected.engine.launch_plan(spec)
-    replica_id = f"{name}@{port}"
-    url = f"http://{spec.host}:{port}"
-    table.add(Replica(id=replica_id, model=name, url=url, engine=selected.engine.name))
-    progress(f"starting replica {replica_id} ({selected.engine.name}) for {resolved.path}")
-    runtime = LocalRuntime(settings.data_dir / "logs")
-    process = runtime.spawn(plan, replica_id=replica_id, url=url)
-    options.replicas.append(process)
-    table.get(replica_id).pid = process.pid
-    await runtime.wait_ready(process, plan, progress, timeout_s=settings.replica_startup_timeout_s)
-    table.set_state(replica_id, ReplicaState.READY)
+async def _desired_state(
+    settings: Settings, options: ServeOptions, platform: Any
+) -> DeploymentSource:
+    """Where the controller reads deployments: attached replicas (in memory), the platform's
+    database (with ``--model`` deployed into it), or ``--model`` alone (``--no-auth``)."""
+    if options.replica_urls:
+        return StaticDeployments([await _attached_spec(options)])
+    if platform is None:
+        return StaticDeployments([_model_spec(settings, options, None)])
+    deployments = platform.deployments
+    stored: list[DeploymentSpec] = await deployments.list_deployments()
+    if options.model_given or not stored:
+        name = options.served_model_name or served_name(settings.model, settings)
+        existing = next((spec for spec in stored if spec.name == name), None)
+        spec = _model_spec(settings, options, existing)
+        outcome = await asyncio.to_thread(deployments.apply_spec, spec)
+        progress(f"deployment {spec.name}: {outcome}")
+    others = [spec.name for spec in stored if spec.name != (options.served_model_name or "")]
+    if others:
+        progress(f"deployments in {settings.data_dir}: {', '.join(sorted(others))} "
+                 "(`aiforge undeploy NAME` removes one)")  # fmt: skip
+    return deployments  # type: ignore[no-any-return]
 
 
-def _resolve_model(settings: Settings) -> Any:
-    from aiforge.models.sources import resolve_model
+def _model_spec(
+    settings: Settings, options: ServeOptions, existing: DeploymentSpec | None
+) -> DeploymentSpec:
+    """The deployment ``--model`` asks for: a new one, or ``existing`` with the options given
+    on this command line (its replica count and policy stay unless given)."""
+    fields: dict[str, Any] = {
+        "model": model_reference(settings.model),
+        "engine": settings.engine,
+        "max_model_len": settings.max_model_len,
+        "dtype": settings.dtype,
+        "threads": options.threads,
+    }
+    if options.replicas is not None:
+        fields["replicas"] = options.replicas
+    if options.policy is not None:
+        fields["policy"] = options.policy
+    if existing is not None:
+        return replace(existing, **fields).validate()
+    name = options.served_model_name or served_name(settings.model, settings)
+    return DeploymentSpec(name=name, **fields).validate()
 
-    return resolve_model(settings.model, settings, progress)
 
-
-async def _attach_replicas(table: ReplicaTable, options: ServeOptions, settings: Settings) -> None:
+async def _attached_spec(options: ServeOptions) -> DeploymentSpec:
+    urls = [url.rstrip("/").removesuffix("/v1") for url in options.replica_urls]
     async with httpx.AsyncClient(timeout=5.0) as client:
-        for raw_url in options.replica_urls:
-            url = raw_url.rstrip("/").removesuffix("/v1")
-            name, engine = await _replica_identity(client, url, options)
-            replica_id = url.split("://", 1)[-1]
-            healthy = await _healthy(client, url)
-            state = ReplicaState.READY if healthy else ReplicaState.UNHEALTHY
-            table.add(Replica(id=replica_id, model=name, url=url, state=state, engine=engine))
-            shown = f", {engine}" if engine else ""
-            progress(f"attached to replica {replica_id} serving {name} ({state.value}{shown})")
+        name, engine = await _replica_identity(client, urls[0], options)
+    shown = f" ({engine})" if engine else ""
+    progress(f"attaching to {len(urls)} replica(s) serving {name}{shown}: {', '.join(urls)}")
+    return DeploymentSpec(
+        name=name, model=name, engine=engine or "auto", endpoints=tuple(urls),
+        replicas=len(urls), policy=options.policy or "least_outstanding",
+    ).validate()  # fmt: skip
 
 
 async def _replica_identity(
@@ -261,20 +303,13 @@ async def _replica_identity(
     return name or model, engine
 
 
-async def _healthy(client: httpx.AsyncClient, url: str) -> bool:
-    try:
-        return (await client.get(url + "/health")).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-async def _serve_gateway(app: Any, settings: Settings, table: ReplicaTable) -> None:
+async def _serve_gateway(app: Any, settings: Settings, directory: ReplicaDirectory) -> None:
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
         ws="none", lifespan="on", timeout_graceful_shutdown=10,
     )  # fmt: skip
     server = uvicorn.Server(config)
-    models = ", ".join(table.models())
+    models = ", ".join(directory.models())
     progress(f"serving {models} at http://{settings.host}:{settings.port}/v1 "
              "(OpenAI API; Ctrl-C stops)")  # fmt: skip
     await server.serve()

@@ -1,5 +1,2 @@
-"""Infrastructure: replicas, the runtimes that start them, and their health."""
-
-from aiforge.cluster.replicas import Replica, ReplicaState, ReplicaTable
-
-__all__ = ["Replica", "ReplicaState", "ReplicaTable"]
+"""Infrastructure: deployments (desired state), the controller that reconciles them, runtimes
+that start replicas, and the replica records the controller keeps."""

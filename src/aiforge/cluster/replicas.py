@@ -74,6 +74,11 @@ class Replica:
     """While pending after a crash: not before this time (exponential backoff)."""
     health_failures: int = 0
     """Consecutive failed health checks."""
+    unhealthy_since: float | None = None
+    """When it turned unhealthy (it is restarted if it stays so for long)."""
+    startup_timeout_s: float | None = None
+    """How long its process may take to answer health checks (the engine's own figure);
+    None: the controller's default."""
     last_error: str = ""
     external: bool = False
     """Attached by URL: health-checked, never started or stopped by aiforge."""
@@ -82,9 +87,13 @@ class Replica:
     def live(self) -> bool:
         return self.state in LIVE_STATES
 
-    def public(self, *, now: float, in_flight: int = 0, tokens_per_s: float = 0.0) -> dict[str, object]:
+    def public(
+        self, *, now: float, in_flight: int = 0, tokens_per_s: float = 0.0
+    ) -> dict[str, object]:
         """The replica as ``aiforge status``, ``/health`` and the admin API show it."""
-        uptime = now - self.started_at if self.started_at and self.state != ReplicaState.STOPPED else 0.0
+        uptime = (
+            now - self.started_at if self.started_at and self.state != ReplicaState.STOPPED else 0.0
+        )
         return {
             "id": self.id,
             "deployment": self.deployment,

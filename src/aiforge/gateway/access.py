@@ -18,6 +18,7 @@ from typing import Protocol
 
 from aiforge.types import Principal, Ticket, UsageEvent
 
+
 class Authenticator(Protocol):
     def authenticate(self, authorization: str | None) -> Principal:
         """Resolve an ``Authorization`` header value (``Bearer sk-...``) or raise AuthError.

@@ -1,13 +1,20 @@
-"""The request path of every ``/v1`` inference route: auth ▸ admission ▸ proxy ▸ metering.
+"""The request path of every ``/v1`` inference route: auth ▸ admission ▸ route ▸ proxy ▸ metering.
 
 :class:`OpenAIHandler` lives on ``app.state.handler``; routes call :meth:`OpenAIHandler.handle`.
 For every authenticated request it emits exactly one :class:`UsageEvent` (also for
-refusals, upstream errors and cancelled streams) and, when admission reserved tokens,
-settles the ticket exactly once with the real count.
+refusals, upstream errors, failovers and cancelled streams) and, when admission reserved
+tokens, settles the ticket exactly once with the real count.
 
-Thinking reaches clients as ``reasoning_content`` whatever the engine: aiforge's replica
-server uses that name, and a vLLM replica's ``reasoning`` is renamed on the way
-(:func:`aiforge.gateway.metering.with_reasoning_content`).
+The model name resolves to a deployment in the :class:`ReplicaDirectory` (which the
+controller publishes to); its router picks the replica. A replica that fails before the
+client got a byte — before its answer's head, or a stream that broke before its first event
+was forwarded, or a non-streamed body cut short — is replaced by another one, with the same
+request id, within :data:`~aiforge.gateway.proxy.DEFAULT_MAX_ATTEMPTS` tries. A stream that
+breaks after the client got events ends with an SSE error event (``data: {"error": …}``,
+which OpenAI's clients raise), metered with the usage it had reached.
+
+Each replica's answers are read in its engine's dialect (:mod:`aiforge.gateway.dialects`):
+thinking reaches clients as ``reasoning_content`` whatever the engine.
 """
 
 from __future__ import annotations
@@ -15,44 +22,47 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anyio
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from aiforge.cluster.replicas import Replica, ReplicaTable
 from aiforge.config import Settings
 from aiforge.gateway.access import Admission, Authenticator, UsageSink
-from aiforge.types import GATEWAY_CRASHED, AuthError, LimitExceeded, Principal, RequestKind, Ticket, UsageEvent
-from aiforge.gateway.dialect import conform_vllm_answer
+from aiforge.gateway.dialects import Dialect, dialect_of
 from aiforge.gateway.errors import (
-    GatewayError,
+    error_response,
     limits_unavailable,
     model_not_found,
     rate_limited,
 )
-from aiforge.gateway.metering import (
-    StreamMeter,
-    TokenUsage,
-    usage_from_body,
-)
+from aiforge.gateway.metering import StreamMeter, TokenUsage, usage_from_body
 from aiforge.gateway.metrics import GatewayMetrics
-from aiforge.gateway.proxy import ReplicaProxy, upstream_failed
+from aiforge.gateway.proxy import Attempts, ReplicaProxy, upstream_failed
 from aiforge.gateway.request import ProxiedRequest, parse_request, read_body
 from aiforge.gateway.request_id import scope_request_id
-from aiforge.gateway.upstream import UpstreamError, UpstreamResponse
+from aiforge.gateway.routing_keys import conversation_prefix, session_key
+from aiforge.gateway.upstream import UpstreamError, UpstreamResponse, UpstreamTimeout
+from aiforge.protocol.openai.errors import OpenAIError
+from aiforge.router.base import Endpoint, RoutingRequest
+from aiforge.router.directory import DeploymentRouter, ReplicaDirectory
+from aiforge.types import (
+    GATEWAY_CRASHED,
+    AuthError,
+    LimitExceeded,
+    Principal,
+    RequestKind,
+    Ticket,
+    UsageEvent,
+)
 
 log = logging.getLogger(__name__)
 
 _STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
-_REASONING_ENGINES = frozenset({"vllm"})
-"""Engines whose replicas name thinking ``reasoning`` (vLLM ≥ 0.11), not ``reasoning_content``."""
-
-
-def renames_reasoning(replica: Replica) -> bool:
-    return replica.engine in _REASONING_ENGINES
+_PREFIX_POLICIES = frozenset({"prefix_affinity"})
+"""Policies that read the conversation prefix (computed only for them)."""
 
 
 @dataclass(slots=True)
@@ -64,14 +74,28 @@ class _Call:
     principal: Principal
     started_at: float
     t0: float
+    path: str = ""
     model: str = ""
     stream: bool = False
     estimated_prompt_tokens: int = 0
     ticket: Ticket | None = None
-    replica: Replica | None = None
+    router: DeploymentRouter | None = None
+    routing: RoutingRequest | None = None
+    parsed: ProxiedRequest | None = None
+    client_headers: dict[str, str] = field(default_factory=dict)
+    attempts: Attempts = field(default_factory=Attempts)
+    endpoint: Endpoint | None = None
+    """The replica the request is committed to now (released by ``_finish``)."""
+    upstream: UpstreamResponse | None = None
+    meter: StreamMeter | None = None
+    counted_in_flight: bool = False
     stream_completed: bool = False
     stream_error: str | None = None
     finished: bool = False
+
+    @property
+    def dialect(self) -> Dialect:
+        return dialect_of(self.endpoint.dialect if self.endpoint else "openai")
 
 
 class RelayResponse(StreamingResponse):
@@ -100,7 +124,7 @@ class OpenAIHandler:
         self,
         settings: Settings,
         *,
-        replicas: ReplicaTable,
+        directory: ReplicaDirectory,
         proxy: ReplicaProxy,
         authenticator: Authenticator,
         admission: Admission,
@@ -108,7 +132,7 @@ class OpenAIHandler:
         metrics: GatewayMetrics,
     ) -> None:
         self.settings = settings
-        self.replicas = replicas
+        self.directory = directory
         self.proxy = proxy
         self.authenticator = authenticator
         self.admission = admission
@@ -116,12 +140,22 @@ class OpenAIHandler:
         self.metrics = metrics
 
     def authenticate(self, request: Request) -> Principal:
-        """The caller, or a 401/403 :class:`GatewayError`."""
+        """The caller, or a 401/403 :class:`OpenAIError`."""
         try:
             return self.authenticator.authenticate(request.headers.get("authorization"))
         except AuthError as exc:
             kind = "invalid_request_error" if exc.status == 401 else "permission_error"
-            raise GatewayError(exc.status, exc.message, type=kind, code=exc.code) from None
+            raise OpenAIError(
+                exc.message, status_code=exc.status, type=kind, code=exc.code
+            ) from None
+
+    def visible_models(self, principal: Principal) -> list[str]:
+        """The deployments ``principal`` may use (its project's, and its key's allowlist)."""
+        project = None if principal.is_platform_admin else principal.project_id
+        models = self.directory.models(project)
+        if principal.allowed_models is not None:
+            models = [m for m in models if m in principal.allowed_models]
+        return models
 
     async def handle(self, request: Request, kind: RequestKind, path: str) -> Response:
         """Answer one inference request (``path`` is the replica route, e.g. ``/v1/embeddings``)."""
@@ -132,41 +166,38 @@ class OpenAIHandler:
             principal=principal,
             started_at=time.time(),
             t0=time.perf_counter(),
+            path=path,
         )
         try:
             parsed = await self._admit(request, call)
-            replica, upstream = await self._open(call, parsed, path, request)
-        except GatewayError as exc:
-            await self._finish(call, status=exc.status, error_type=exc.code or exc.type)
+            upstream = await self._open(call)
+        except OpenAIError as exc:
+            await self._finish(call, status=exc.status_code, error_type=exc.code or exc.type)
             raise
         except BaseException as exc:
-            await self._abandon(call, exc, replica=None)
+            await self._abandon(call, exc)
             raise
         if parsed.stream and upstream.status_code == 200:
-            meter = StreamMeter(
-                client_usage=parsed.client_wants_usage,
-                client_continuous_usage=parsed.client_wants_continuous_usage,
-                rename_reasoning=renames_reasoning(replica),
-            )
+            call.upstream = upstream
+            call.meter = self._meter(call)
 
             async def cleanup() -> None:
-                await self._close_stream(call, replica, upstream, meter)
+                await self._close_stream(call)
 
-            return RelayResponse(self._relay(call, upstream, meter, cleanup), cleanup=cleanup)
+            return RelayResponse(self._relay(call, cleanup), cleanup=cleanup)
         try:
-            return await self._answer(call, replica, upstream)
+            return await self._answer(call, upstream)
         except BaseException as exc:
-            await self._abandon(call, exc, replica=replica)
+            await self._abandon(call, exc)
             raise
 
-    async def _abandon(self, call: _Call, exc: BaseException, *, replica: Replica | None) -> None:
+    async def _abandon(self, call: _Call, exc: BaseException) -> None:
         """The request ends by an exception other than an answer (cancelled at shutdown, or a
         bug): it still gets its one record, settles, and frees the replica."""
         cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
         with anyio.CancelScope(shield=True):
             await self._finish(
                 call,
-                replica=replica,
                 status=499 if cancelled else 500,
                 cancelled=cancelled,
                 error_type="cancelled" if cancelled else "gateway_error",
@@ -175,51 +206,88 @@ class OpenAIHandler:
     async def _admit(self, request: Request, call: _Call) -> ProxiedRequest:
         body = await read_body(request, self.settings.max_body_bytes)
         parsed = parse_request(body, call.kind)
+        call.parsed = parsed
         call.stream, call.estimated_prompt_tokens = parsed.stream, parsed.estimated_prompt_tokens
-        if not self.replicas.serves(parsed.model):
+        principal = call.principal
+        router = self.directory.router(parsed.model)
+        if router is None or not (
+            principal.is_platform_admin or router.visible_to(principal.project_id)
+        ):
             raise model_not_found(parsed.model)
-        call.model = parsed.model
-        allowed = call.principal.allowed_models
+        call.model, call.router = parsed.model, router
+        allowed = principal.allowed_models
         if allowed is not None and parsed.model not in allowed:
-            raise GatewayError(
-                403,
+            raise OpenAIError(
                 f"This API key may not use the model `{parsed.model}`.",
+                status_code=403,
                 type="permission_error",
                 param="model",
                 code="model_not_allowed",
             )
         try:
             call.ticket = await self.admission.admit(
-                call.principal, parsed.model, parsed.estimated_tokens
+                principal, parsed.model, parsed.estimated_tokens
             )
         except LimitExceeded as exc:
             raise rate_limited(exc) from None
         except Exception:  # the limits store (Redis) is down or broken: refuse, don't crash
             log.exception("admission failed for %s", call.request_id)
             raise limits_unavailable() from None
+        call.client_headers = dict(request.headers)
+        call.routing = RoutingRequest(
+            request_id=call.request_id,
+            model=parsed.model,
+            prefix=conversation_prefix(parsed.payload)
+            if router.policy_name in _PREFIX_POLICIES
+            else "",
+            session=session_key(parsed.payload, call.client_headers),
+        )
         return parsed
 
-    async def _open(
-        self, call: _Call, parsed: ProxiedRequest, path: str, request: Request
-    ) -> tuple[Replica, UpstreamResponse]:
-        self.metrics.in_flight.labels(call.model).inc()
-        self._journal_open(call)
+    async def _open(self, call: _Call) -> UpstreamResponse:
+        """Open the answer on a replica (the first, or the next after a failure)."""
+        assert call.router is not None
+        assert call.routing is not None
+        assert call.parsed is not None
+        if not call.counted_in_flight:
+            self.metrics.in_flight.labels(call.model).inc()
+            call.counted_in_flight = True
+            self._journal_open(call)
         try:
-            replica, upstream = await self.proxy.open(
-                parsed.model,
-                path,
-                parsed.upstream_body,
-                request.headers,
-                request_id=call.request_id,
+            endpoint, upstream = await self.proxy.open(
+                call.router,
+                call.routing,
+                call.path,
+                call.parsed.upstream_body,
+                call.client_headers,
+                call.attempts,
             )
         except UpstreamError as exc:
-            self.metrics.in_flight.labels(call.model).dec()
             raise upstream_failed(exc) from None
-        except BaseException:
-            self.metrics.in_flight.labels(call.model).dec()
-            raise
-        call.replica = replica
-        return replica, upstream
+        call.endpoint = endpoint
+        return upstream
+
+    def _release(self, call: _Call, *, ok: bool, tokens: int = 0) -> None:
+        endpoint, call.endpoint = call.endpoint, None
+        if endpoint is not None and call.router is not None and call.routing is not None:
+            self.proxy.release(call.router, endpoint, call.routing, ok=ok, tokens=tokens)
+
+    async def _failover(self, call: _Call, exc: UpstreamError) -> UpstreamResponse | None:
+        """The replica broke before the client got a byte: the next replica's answer, or
+        None when no try is left (or it was a timeout: the replica may still be at work)."""
+        if isinstance(exc, UpstreamTimeout) or not call.attempts.left:
+            return None
+        failed = call.endpoint
+        call.attempts.errors.append(f"{failed.id if failed else '?'}: {exc}")
+        if failed is not None and call.router is not None:
+            call.router.report_unreachable(failed)
+        self._release(call, ok=False)
+        log.warning("request %s: replica failed before answering (%s); failing over",
+                    call.request_id, exc)  # fmt: skip
+        try:
+            return await self._open(call)
+        except OpenAIError:
+            return None
 
     def _journal_open(self, call: _Call) -> None:
         """Journal the request's provisional record: if this process dies before ``_finish``,
@@ -243,23 +311,30 @@ class OpenAIHandler:
         except Exception:  # the journal is best effort here; the final record still follows
             log.exception("usage sink failed to open %s", call.request_id)
 
-    async def _answer(self, call: _Call, replica: Replica, upstream: UpstreamResponse) -> Response:
-        """A non-streamed answer (or an upstream error), passed through unchanged except for
-        a vLLM replica's, which :func:`conform_vllm_answer` brings to OpenAI's shape."""
-        try:
-            body = await upstream.aread()
-        except UpstreamError as exc:
-            error = upstream_failed(exc)
-            await self._finish(call, replica=replica, status=error.status, error_type=error.code)
-            return error.response()
-        finally:
+    async def _answer(self, call: _Call, upstream: UpstreamResponse) -> Response:
+        """A non-streamed answer (or an upstream error), in OpenAI's dialect. A body cut short
+        is asked again of another replica: the client has not seen a byte of it."""
+        while True:
+            try:
+                body = await upstream.aread()
+            except UpstreamError as exc:
+                await upstream.aclose()
+                retried = await self._failover(call, exc)
+                if retried is None:
+                    error = upstream_failed(exc)
+                    await self._finish(call, status=error.status_code, error_type=error.code)
+                    return error_response(error)
+                upstream = retried
+                continue
+            except BaseException:
+                await upstream.aclose()
+                raise
             await upstream.aclose()
+            break
         ok = upstream.status_code == 200
-        if renames_reasoning(replica):
-            body = conform_vllm_answer(body, upstream.status_code)
+        body = call.dialect.conform_answer(body, upstream.status_code)
         await self._finish(
             call,
-            replica=replica,
             status=upstream.status_code,
             usage=usage_from_body(body) if ok else None,
             error_type=None if ok else "upstream_error",
@@ -267,36 +342,53 @@ class OpenAIHandler:
         media_type = upstream.headers.get("content-type", "application/json")
         return Response(body, status_code=upstream.status_code, media_type=media_type)
 
+    def _meter(self, call: _Call) -> StreamMeter:
+        assert call.parsed is not None
+        return StreamMeter(
+            client_usage=call.parsed.client_wants_usage,
+            client_continuous_usage=call.parsed.client_wants_continuous_usage,
+            rename_reasoning=call.dialect.renames_reasoning,
+        )
+
     async def _relay(
-        self,
-        call: _Call,
-        upstream: UpstreamResponse,
-        meter: StreamMeter,
-        cleanup: Callable[[], Awaitable[None]],
+        self, call: _Call, cleanup: Callable[[], Awaitable[None]]
     ) -> AsyncIterator[bytes]:
-        """Forward the SSE bytes; usage is recorded by ``cleanup`` however the stream ends."""
+        """Forward the SSE bytes; fail over while nothing was forwarded; end a broken stream
+        with an error event. Usage is recorded by ``cleanup`` however the stream ends."""
+        forwarded = False
         try:
-            async for chunk in upstream.aiter_raw():
-                out = meter.feed(chunk)
-                if out:
-                    yield out
-            rest = meter.flush()
-            if rest:
-                yield rest
-            call.stream_completed = True
-        except UpstreamError as exc:
-            call.stream_error = f"upstream_error: {type(exc).__name__}"
+            while call.upstream is not None and call.meter is not None:
+                try:
+                    async for chunk in call.upstream.aiter_raw():
+                        out = call.meter.feed(chunk)
+                        if out:
+                            forwarded = True
+                            yield out
+                    rest = call.meter.flush()
+                    if rest:
+                        yield rest
+                    call.stream_completed = True
+                    return
+                except UpstreamError as exc:
+                    retried = None if forwarded else await self._failover(call, exc)
+                    if retried is None or retried.status_code != 200:
+                        call.stream_error = f"upstream_error: {type(exc).__name__}"
+                        if retried is not None:
+                            await retried.aclose()
+                        yield _stream_error_event(call.request_id)
+                        return
+                    call.upstream, call.meter = retried, self._meter(call)
         finally:
             with anyio.CancelScope(shield=True):
                 await cleanup()
 
-    async def _close_stream(
-        self, call: _Call, replica: Replica, upstream: UpstreamResponse, meter: StreamMeter
-    ) -> None:
+    async def _close_stream(self, call: _Call) -> None:
         """Idempotent end of a stream: close upstream, settle, record usage."""
         if call.finished:
             return
-        await upstream.aclose()
+        if call.upstream is not None:
+            await call.upstream.aclose()
+        meter = call.meter or self._meter(call)
         # The replica sends usage on every chunk, so the last one forwarded is exact however
         # the stream ended. Only a replica that sends none leaves the fallback: the content
         # events forwarded, and the admission estimate for the prompt.
@@ -307,7 +399,6 @@ class OpenAIHandler:
         failed = call.stream_error is not None
         await self._finish(
             call,
-            replica=replica,
             status=502 if failed else 200,
             usage=usage,
             ttft_s=ttft,
@@ -324,17 +415,17 @@ class OpenAIHandler:
         ttft_s: float | None = None,
         cancelled: bool = False,
         error_type: str | None = None,
-        replica: Replica | None = None,
     ) -> None:
         """Release the replica, settle admission, count metrics and emit the request's one
         usage event. Runs once per request; later calls do nothing."""
         if call.finished:
             return
         call.finished = True
-        if replica is not None:
-            self.proxy.release(replica)
-            self.metrics.in_flight.labels(call.model).dec()
         usage = usage or TokenUsage()
+        replica_id = call.endpoint.id if call.endpoint else ""
+        self._release(call, ok=200 <= status < 500, tokens=usage.completion_tokens)
+        if call.counted_in_flight:
+            self.metrics.in_flight.labels(call.model).dec()
         latency_s = time.perf_counter() - call.t0
         if call.ticket is not None:
             try:
@@ -361,7 +452,8 @@ class OpenAIHandler:
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
             cached_tokens=usage.cached_tokens,
-            replica=call.replica.id if call.replica else "",
+            deployment=call.model,
+            replica=replica_id,
             ttft_ms=None if ttft_s is None else ttft_s * 1000.0,
             latency_ms=latency_s * 1000.0,
             stream=call.stream,
@@ -373,3 +465,16 @@ class OpenAIHandler:
             self.usage_sink.record(event)
         except Exception:  # the sink journals durably; a failure here must not fail the answer
             log.exception("usage sink failed for %s", call.request_id)
+
+
+def _stream_error_event(request_id: str) -> bytes:
+    """The SSE event that ends a stream whose replica broke mid-way (OpenAI's clients raise
+    it as an ``APIError``); no ``[DONE]`` follows."""
+    error = OpenAIError(
+        f"The replica serving this stream failed mid-answer; the answer is incomplete "
+        f"(request {request_id}).",
+        status_code=502,
+        type="server_error",
+        code="upstream_error",
+    )
+    return b"data: " + error.body() + b"\n\n"

@@ -1,92 +1,126 @@
-"""Forwarding a request to a ready replica of its model over pooled connections
-(:mod:`aiforge.gateway.upstream`).
+"""Forwarding a request to a replica its deployment's router picks, over pooled
+connections (:mod:`aiforge.gateway.upstream`), with failover before the first byte.
 
-A connection that fails before the replica sent anything (refused, reset, timed out while
-connecting) is retried on the next candidate and the replica is marked unhealthy until the
-health monitor sees it answer again. Once response headers arrive, the request is
-committed to that replica.
+A request is retried on another replica — with the same ``x-request-id`` — when its replica
+failed before answering: the connection was refused or reset, the replica closed it before
+the response head, or it answered 503 (draining, engine down). A read timeout is not
+retried (the replica may still be working on it). Each replica tried is excluded from the
+next choice; the router also skips an unreachable replica for a few seconds so concurrent
+requests do not all find it dead. Once a response head with another status arrives, the
+request is committed to that replica. The caller ends every endpoint it was given with
+:meth:`ReplicaProxy.release`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableSequence
+from dataclasses import dataclass, field
 
-from aiforge.cluster.replicas import Replica, ReplicaState, ReplicaTable
-from aiforge.gateway.errors import GatewayError, no_replica
-from aiforge.gateway.upstream import (
-    UpstreamConnectError,
-    UpstreamError,
-    UpstreamPool,
-    UpstreamResponse,
-)
+from aiforge.gateway.errors import no_replica
+from aiforge.gateway.upstream import UpstreamError, UpstreamPool, UpstreamResponse, UpstreamTimeout
+from aiforge.protocol.openai.errors import OpenAIError
+from aiforge.router.base import Endpoint, RoutingRequest
+from aiforge.router.directory import DeploymentRouter
 
 _FORWARDED_HEADERS = ("traceparent", "tracestate")
 """Client headers passed on (tracing); ``x-request-id`` is the gateway's own, never the client's."""
+_RETRY_STATUSES = frozenset({503})
+
+DEFAULT_MAX_ATTEMPTS = 3
+
+
+@dataclass(slots=True)
+class Attempts:
+    """The replicas one request has been sent to, for failover across open and relay."""
+
+    limit: int = DEFAULT_MAX_ATTEMPTS
+    tried: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def left(self) -> bool:
+        return len(self.tried) < self.limit
 
 
 class ReplicaProxy:
-    """Opens upstream responses (streamed) on the least-loaded ready replica."""
+    """Opens upstream responses (streamed) on the replica the router chooses."""
 
-    def __init__(self, table: ReplicaTable, pool: UpstreamPool, *, max_attempts: int = 3) -> None:
-        self.table = table
+    def __init__(self, pool: UpstreamPool) -> None:
         self.pool = pool
-        self.max_attempts = max_attempts
 
     async def open(
         self,
-        model: str,
+        router: DeploymentRouter,
+        request: RoutingRequest,
         path: str,
         body: bytes,
         client_headers: Mapping[str, str],
-        *,
-        request_id: str,
-    ) -> tuple[Replica, UpstreamResponse]:
-        """Send ``body`` to ``path`` on a replica, as ``x-request-id: request_id``; the caller
-        must close the response and call :meth:`release` with the replica.
+        attempts: Attempts,
+    ) -> tuple[Endpoint, UpstreamResponse]:
+        """Send ``body`` to ``path`` on a replica of ``router``'s deployment, trying others
+        while ``attempts`` allow; the caller must close the response and
+        :meth:`release` the endpoint.
 
-        Raises a 503 :class:`GatewayError` when no replica can be reached, and
+        Raises a 503 :class:`OpenAIError` when no replica could take it, and
         :class:`UpstreamError` when one failed after it may have started on the request.
         """
-        candidates = self.table.candidates(model)[: self.max_attempts]
-        if not candidates:
-            raise no_replica(model, self._why_none(model))
-        headers = {"content-type": "application/json", "x-request-id": request_id}
-        for name in _FORWARDED_HEADERS:
-            value = client_headers.get(name)
-            if value is not None:
-                headers[name] = value
-        errors: list[str] = []
-        for replica in candidates:
-            replica.in_flight += 1
+        headers = upstream_headers(request.request_id, client_headers)
+        while attempts.left:
+            endpoint = router.select(request, exclude=attempts.tried)
+            if endpoint is None:
+                break
+            attempts.tried.append(endpoint.id)
+            router.begin(endpoint, request)
             try:
-                response = await self.pool.post(replica.url, path, body, headers)
-            except UpstreamConnectError as exc:
-                replica.in_flight -= 1
-                errors.append(f"{replica.id}: {type(exc).__name__}")
-                if replica.state == ReplicaState.READY:
-                    self.table.set_state(
-                        replica.id, ReplicaState.UNHEALTHY, error=f"{type(exc).__name__}: {exc}"
-                    )
+                response = await self.pool.post(endpoint.url, path, body, headers)
+            except UpstreamTimeout:
+                router.end(endpoint, request, ok=False)
+                raise
+            except UpstreamError as exc:
+                router.end(endpoint, request, ok=False)
+                router.report_unreachable(endpoint)
+                attempts.errors.append(f"{endpoint.id}: {exc}")
                 continue
             except BaseException:
-                replica.in_flight -= 1
+                router.end(endpoint, request, ok=False)
                 raise
-            return replica, response
-        raise no_replica(model, "; ".join(errors))
+            if response.status_code in _RETRY_STATUSES and attempts.left:
+                await response.aclose()
+                router.end(endpoint, request, ok=False)
+                attempts.errors.append(f"{endpoint.id}: HTTP {response.status_code}")
+                continue
+            return endpoint, response
+        raise no_replica(request.model, _why(router, attempts.errors))
 
     @staticmethod
-    def release(replica: Replica) -> None:
-        replica.in_flight = max(0, replica.in_flight - 1)
+    def release(
+        router: DeploymentRouter,
+        endpoint: Endpoint,
+        request: RoutingRequest,
+        *,
+        ok: bool,
+        tokens: int = 0,
+    ) -> None:
+        router.end(endpoint, request, ok=ok, tokens=tokens)
 
-    def _why_none(self, model: str) -> str:
-        states = sorted({r.state.value for r in self.table if r.model == model})
-        return "replicas are " + ", ".join(states) if states else "no replica"
+
+def upstream_headers(request_id: str, client_headers: Mapping[str, str]) -> dict[str, str]:
+    headers = {"content-type": "application/json", "x-request-id": request_id}
+    for name in _FORWARDED_HEADERS:
+        value = client_headers.get(name)
+        if value is not None:
+            headers[name] = value
+    return headers
 
 
-def upstream_failed(exc: UpstreamError) -> GatewayError:
-    return GatewayError(
-        502,
+def _why(router: DeploymentRouter, errors: MutableSequence[str]) -> str:
+    return "; ".join(errors) if errors else router.why_none()
+
+
+def upstream_failed(exc: UpstreamError) -> OpenAIError:
+    return OpenAIError(
         f"The replica failed while answering: {type(exc).__name__}.",
+        status_code=502,
         type="server_error",
         code="upstream_error",
     )

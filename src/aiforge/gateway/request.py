@@ -23,8 +23,8 @@ from typing import Any, TypeGuard
 import orjson
 from fastapi import Request
 
+from aiforge.protocol.openai.errors import OpenAIError
 from aiforge.types import RequestKind
-from aiforge.gateway.errors import GatewayError
 
 CHARS_PER_TOKEN = 4
 DEFAULT_COMPLETION_ESTIMATE = 256
@@ -46,16 +46,18 @@ class ProxiedRequest:
     """What goes to the replica: the client's bytes, or with the usage options added."""
     estimated_prompt_tokens: int
     estimated_completion_tokens: int
+    payload: dict[str, Any]
+    """The parsed body (routing keys are read from it when a policy needs them)."""
 
     @property
     def estimated_tokens(self) -> int:
         return self.estimated_prompt_tokens + self.estimated_completion_tokens
 
 
-def body_too_large(limit: int) -> GatewayError:
-    return GatewayError(
-        413,
+def body_too_large(limit: int) -> OpenAIError:
+    return OpenAIError(
         f"The request body is larger than the limit of {limit} bytes.",
+        status_code=413,
         code="request_too_large",
     )
 
@@ -76,23 +78,25 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def parse_request(body: bytes, kind: RequestKind) -> ProxiedRequest:
-    """Read the routing fields; raise a 400 :class:`GatewayError` for a malformed body."""
+    """Read the routing fields; raise a 400 :class:`OpenAIError` for a malformed body."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise GatewayError(
-            400,
+        raise OpenAIError(
             f"We could not parse the JSON body of your request ({exc}). The OpenAI API "
             "expects a JSON payload.",
+            status_code=400,
             code="invalid_json",
         ) from None
     if not isinstance(data, dict):
-        raise GatewayError(400, "The request body must be a JSON object.", code="invalid_json")
+        raise OpenAIError(
+            "The request body must be a JSON object.", status_code=400, code="invalid_json"
+        )
     model = data.get("model")
     if not isinstance(model, str) or not model:
-        raise GatewayError(
-            400,
+        raise OpenAIError(
             "You must provide a model parameter (a string).",
+            status_code=400,
             param="model",
             code="missing_required_parameter" if model is None else "invalid_type",
         )
@@ -100,8 +104,11 @@ def parse_request(body: bytes, kind: RequestKind) -> ProxiedRequest:
     if stream is None:
         stream = False
     if not isinstance(stream, bool) or (stream and kind == "embedding"):
-        raise GatewayError(
-            400, f"Invalid value for 'stream': {stream!r}.", param="stream", code="invalid_type"
+        raise OpenAIError(
+            f"Invalid value for 'stream': {stream!r}.",
+            status_code=400,
+            param="stream",
+            code="invalid_type",
         )
     options = data.get("stream_options")
     client_wants_usage = stream and _include_usage(options)
@@ -123,6 +130,7 @@ def parse_request(body: bytes, kind: RequestKind) -> ProxiedRequest:
         upstream_body=upstream_body,
         estimated_prompt_tokens=-(-len(body) // CHARS_PER_TOKEN),
         estimated_completion_tokens=_completion_estimate(data, kind),
+        payload=data,
     )
 
 

@@ -12,7 +12,7 @@ gateway's id replaces it.
 
 The middleware is also the inference routes' fast path: a ``POST`` to one of
 :data:`INFERENCE_ROUTES` goes straight to ``app.state.handler`` (with its
-:class:`~aiforge.gateway.errors.GatewayError` answered here), skipping FastAPI's routing,
+:class:`~aiforge.gateway.errors.OpenAIError` answered here), skipping FastAPI's routing,
 dependency solving and exception middleware — a third of the gateway's own time per request
 on this hop. The routes stay registered with FastAPI for the OpenAPI schema and for
 requests that reach them some other way; both paths run the same handler.
@@ -26,8 +26,9 @@ import os
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from aiforge.gateway.errors import error_response
+from aiforge.protocol.openai.errors import OpenAIError
 from aiforge.types import RequestKind
-from aiforge.gateway.errors import GatewayError
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ class RequestIdMiddleware:
             if started:
                 raise
             log.exception("unhandled error answering %s", request_id)
-            await _internal_error().response()(scope, receive, send_with_id)
+            await error_response(_internal_error())(scope, receive, send_with_id)
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = INFERENCE_ROUTES.get(scope["path"])
@@ -94,15 +95,15 @@ class RequestIdMiddleware:
         request = Request(scope, receive)
         try:
             response = await scope["app"].state.handler.handle(request, kind, scope["path"])
-        except GatewayError as exc:
-            response = exc.response()
+        except OpenAIError as exc:
+            response = error_response(exc)
         await response(scope, receive, send)
 
 
-def _internal_error() -> GatewayError:
-    return GatewayError(
-        500,
+def _internal_error() -> OpenAIError:
+    return OpenAIError(
         "The gateway failed on this request; quote its x-request-id when you report it.",
+        status_code=500,
         type="server_error",
         code="gateway_error",
     )

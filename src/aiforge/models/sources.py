@@ -253,6 +253,28 @@ def _auth_headers(source: str) -> dict[str, str]:
     return {"authorization": f"Bearer {token}"} if token else {}
 
 
+def served_name(name_or_path: str, settings: Settings) -> str:
+    """The model name clients will send for ``name_or_path``, without downloading anything:
+    ``demo``, a local model's directory name (a ``.gguf`` file's stem), or the hub id (a
+    catalog name such as ``qwen3-0.6b`` resolves to its repository id)."""
+    if name_or_path == DEMO_NAME:
+        return DEMO_NAME
+    local = Path(name_or_path).expanduser()
+    if local.exists() or _looks_like_path(name_or_path):
+        return _local_name(local)
+    entry = find(name_or_path)
+    return entry.repo_for(settings.model_source) if entry else name_or_path
+
+
+def model_reference(name_or_path: str) -> str:
+    """``name_or_path`` as a deployment stores it: a local path made absolute (a deployment
+    outlives the directory the command ran in), anything else unchanged."""
+    local = Path(name_or_path).expanduser()
+    if local.exists() or _looks_like_path(name_or_path):
+        return str(local.resolve())
+    return name_or_path
+
+
 def _looks_like_path(text: str) -> bool:
     return text.startswith(("/", ".", "~")) or text.endswith(".gguf")
 

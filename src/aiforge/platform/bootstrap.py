@@ -2,7 +2,9 @@
 
 ``aiforge serve`` (and tests) call :func:`build_platform`, hand ``runtime.authenticator``,
 ``runtime.admission`` and ``runtime.usage_sink`` to the gateway, mount ``runtime.routers``,
-and await :meth:`PlatformRuntime.start` before serving. ``start`` migrates the database,
+hand ``runtime.deployments`` to the controller and call
+:meth:`PlatformRuntime.attach_control_plane` with it, and await
+:meth:`PlatformRuntime.start` before serving. ``start`` migrates the database,
 creates the default organization/project and — on the very first start — an admin key,
 stored in ``<data_dir>/admin-key`` (mode 0600) and returned once as
 ``runtime.new_admin_key`` for the CLI to print. ``AIFORGE_ADMIN_KEY`` sets the admin key
@@ -21,12 +23,18 @@ from fastapi import APIRouter
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from aiforge.cluster.sources import ControlPlane
 from aiforge.config import Settings
 from aiforge.platform.api.keys import build_keys_router
 from aiforge.platform.api.tenancy import build_tenancy_router
 from aiforge.platform.api.usage import build_usage_router
 from aiforge.platform.db.engine import make_engine, make_sessionmaker
 from aiforge.platform.db.migrate import upgrade_to_head
+from aiforge.platform.deployments import (
+    DeploymentService,
+    LiveReplicas,
+    build_deployments_router,
+)
 from aiforge.platform.domain.keys import DEFAULT_PEPPER
 from aiforge.platform.limits.admission import LimitAdmission
 from aiforge.platform.limits.factory import build_store
@@ -59,6 +67,10 @@ class PlatformRuntime:
     usage_sink: UsageLedger
     tenancy: TenancyService
     keys: KeyService
+    deployments: DeploymentService
+    """The stored deployments: the controller's :class:`~aiforge.cluster.sources.DeploymentSource`."""
+    live_replicas: LiveReplicas
+    """Where ``/admin/v1/deployments`` reads live replicas (see :meth:`attach_control_plane`)."""
     routers: list[APIRouter] = field(default_factory=list)
     default: DefaultTenancy | None = None
     new_admin_key: str | None = None
@@ -67,6 +79,12 @@ class PlatformRuntime:
     @property
     def admin_key_file(self) -> Path:
         return self.settings.data_dir / ADMIN_KEY_FILE
+
+    def attach_control_plane(self, control_plane: ControlPlane) -> None:
+        """Connect the controller (built after the platform): every deployment change wakes
+        it, and the admin API shows the replicas it runs."""
+        self.deployments.on_change = control_plane.wake
+        self.live_replicas.control_plane = control_plane
 
     async def start(self) -> None:
         """Migrate, provision defaults and the admin key, load the key cache."""
@@ -111,10 +129,13 @@ def build_platform(settings: Settings) -> PlatformRuntime:
     keys = KeyService(uow, pepper=pepper)
     admission = LimitAdmission(build_store(settings), authenticator.limits_for)
     usage_sink = UsageLedger.from_settings(settings, engine)
+    deployments = DeploymentService(uow)
+    live_replicas = LiveReplicas()
     routers = [
         build_tenancy_router(tenancy),
         build_keys_router(keys),
         build_usage_router(usage_sink),
+        build_deployments_router(deployments, live_replicas),
     ]
     return PlatformRuntime(
         settings=settings,
@@ -125,6 +146,8 @@ def build_platform(settings: Settings) -> PlatformRuntime:
         usage_sink=usage_sink,
         tenancy=tenancy,
         keys=keys,
+        deployments=deployments,
+        live_replicas=live_replicas,
         routers=routers,
     )
 

@@ -2,9 +2,10 @@
 
 Policies are small strategy classes, one per file under :mod:`aiforge.router.policies`,
 registered by name (:mod:`aiforge.router.registry`) and chosen per deployment. The gateway
-never looks inside them: it asks its deployment's :class:`~aiforge.router.directory.DeploymentRouter`
-for an endpoint, tells it when the request starts and ends, and on a failure before the
-first byte asks again with the failed endpoint excluded.
+never looks inside them: it asks its deployment's router
+(:class:`~aiforge.router.directory.DeploymentRouter`) for an endpoint, tells it when the
+request starts and ends, and on a failure before the first byte asks again with the failed
+endpoint excluded.
 
 Everything here is pure and in-memory, called from the gateway's event loop: a policy must
 answer in microseconds and never do I/O.

@@ -21,6 +21,9 @@ __all__ = ["DeploymentRoute", "DeploymentRouter", "ReplicaDirectory", "RoutableR
 
 Clock = Callable[[], float]
 THROUGHPUT_WINDOW_S = 30.0
+UNREACHABLE_FOR_S = 5.0
+"""How long an endpoint the gateway could not reach is skipped, unless the controller
+publishes news of it sooner (its health checks run every second)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,10 +86,15 @@ class DeploymentRouter:
         self._states: dict[str, str] = {}
         self._ready: tuple[Endpoint, ...] = ()
         self._throughput: dict[str, _Throughput] = {}
+        self._unreachable: dict[str, float] = {}
+        self._route: DeploymentRoute | None = None
         self.update(route)
 
     def update(self, route: DeploymentRoute) -> None:
         """Take the controller's new view of this deployment (keeps in-flight counts)."""
+        if route == self._route:
+            return
+        self._route = route
         if route.policy != self.policy_name:
             self.policy_name, self.policy = route.policy, make_policy(route.policy)
         self.projects = route.projects
@@ -108,11 +116,13 @@ class DeploymentRouter:
     def visible_to(self, project_id: str) -> bool:
         return self.projects is None or project_id in self.projects
 
-    def select(
-        self, request: RoutingRequest, *, exclude: Iterable[str] = ()
-    ) -> Endpoint | None:
+    def select(self, request: RoutingRequest, *, exclude: Iterable[str] = ()) -> Endpoint | None:
         """The endpoint for ``request`` among ready ones not in ``exclude``; None if none."""
         skip = set(exclude)
+        if self._unreachable:
+            now = self._clock()
+            self._unreachable = {i: t for i, t in self._unreachable.items() if t > now}
+            skip.update(self._unreachable)
         candidates = [e for e in self._ready if e.id not in skip] if skip else self._ready
         if not candidates:
             return None
@@ -130,6 +140,11 @@ class DeploymentRouter:
         if meter is not None:
             meter.add(self._clock(), tokens)
         self.policy.on_request_end(endpoint, request, ok=ok)
+
+    def report_unreachable(self, endpoint: Endpoint) -> None:
+        """The gateway could not reach ``endpoint``: skip it for a few seconds (the
+        controller's next publication decides its state)."""
+        self._unreachable[endpoint.id] = self._clock() + UNREACHABLE_FOR_S
 
     def in_flight(self, replica_id: str) -> int:
         endpoint = self._endpoints.get(replica_id)
@@ -189,6 +204,10 @@ class ReplicaDirectory:
 
     def ready_count(self) -> int:
         return sum(router.ready_count for router in self._routers.values())
+
+    def ready_count_of(self, deployment: str) -> int:
+        router = self._routers.get(deployment)
+        return router.ready_count if router is not None else 0
 
     def __len__(self) -> int:
         return len(self._routers)

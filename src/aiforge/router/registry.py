@@ -27,7 +27,9 @@ def make_policy(name: str) -> RoutingPolicy:
         target = POLICY_CLASSES[name]
     except KeyError:
         known = ", ".join(POLICY_NAMES)
-        raise UnknownPolicyError(f"unknown routing policy {name!r}; choose one of: {known}") from None
+        raise UnknownPolicyError(
+            f"unknown routing policy {name!r}; choose one of: {known}"
+        ) from None
     module_name, _, class_name = target.partition(":")
     cls: type[RoutingPolicy] = getattr(importlib.import_module(module_name), class_name)
     return cls()

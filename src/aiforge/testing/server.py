@@ -29,18 +29,11 @@ import httpx
 import openai
 import uvicorn
 
+from aiforge.cluster.network import free_port as free_port  # re-exported for tests
 from aiforge.cluster.runtimes.local import read_log_tail
 
 CLI_MODULE = "aiforge.cli"
 """Run as ``python -m aiforge.cli serve ...``: exactly the ``aiforge serve`` command."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port the OS says is free now (bind to 0, read it, release it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class ServerStartError(RuntimeError):

@@ -13,10 +13,10 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 
-from aiforge.cluster.replicas import Replica, ReplicaState, ReplicaTable
 from aiforge.config import Settings
 from aiforge.types import AuthError, LimitExceeded, Principal, Ticket, UsageEvent
 from aiforge.gateway.app import create_app
+from aiforge.testing.fleet import StaticFleet
 from aiforge.testing.server import running_app
 
 MODEL = "tiny"
@@ -148,7 +148,7 @@ class RecordingUsage:
 class Gateway:
     url: str
     app: FastAPI
-    table: ReplicaTable
+    fleet: StaticFleet
     replica_app: FastAPI
     admission: RecordingAdmission
     usage: RecordingUsage
@@ -159,12 +159,13 @@ class Gateway:
 async def gateway(tmp_path: Any) -> AsyncIterator[Gateway]:
     replica_app = fake_replica()
     async with running_app(replica_app) as replica_url:
-        table = ReplicaTable()
-        table.add(Replica(id="r0", model=MODEL, url=replica_url, state=ReplicaState.READY))
+        fleet = StaticFleet()
+        fleet.add(MODEL, "r0", replica_url)
         admission, usage = RecordingAdmission(), RecordingUsage()
         settings = Settings(data_dir=tmp_path, max_body_bytes=4096)
-        app = create_app(settings, replicas=table, authenticator=KeyAuth({KEY: PRINCIPAL}),
+        app = create_app(settings, directory=fleet.directory, fleet_status=fleet.status,
+                         authenticator=KeyAuth({KEY: PRINCIPAL}),
                          admission=admission, usage_sink=usage)  # fmt: skip
         async with running_app(app) as url:
-            yield Gateway(url=url, app=app, table=table, replica_app=replica_app,
+            yield Gateway(url=url, app=app, fleet=fleet, replica_app=replica_app,
                           admission=admission, usage=usage)  # fmt: skip

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from aiforge.gateway.dialect import conform_vllm_answer
+from aiforge.gateway.dialects.vllm import conform_vllm_answer
 from aiforge.testing.openai_schema import assert_conforms
 
 VLLM_CHAT = orjson.dumps(

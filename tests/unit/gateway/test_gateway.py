@@ -9,7 +9,6 @@ import httpx
 import orjson
 from gateway_fakes import MODEL, Gateway, fake_replica
 
-from aiforge.cluster.replicas import Replica, ReplicaState
 from aiforge.types import LimitExceeded, Principal
 from aiforge.testing.server import free_port, running_app
 
@@ -91,7 +90,7 @@ async def test_cancelled_stream_is_metered_exactly(gateway: Gateway) -> None:
     assert event.prompt_tokens == 7  # the replica's count, not an estimate
     assert 3 <= event.completion_tokens <= 5  # what the gateway forwarded before the close
     assert len(gateway.admission.settled) == 1
-    assert gateway.table.get("r0").in_flight == 0
+    assert gateway.fleet.directory.in_flight(MODEL, "r0") == 0
 
 
 async def test_embeddings_are_metered(gateway: Gateway) -> None:
@@ -180,21 +179,23 @@ async def test_model_allowlist_and_limits(gateway: Gateway) -> None:
 
 
 async def test_dead_replica_gives_503_and_retry_uses_another(gateway: Gateway) -> None:
-    dead = Replica(id="dead", model=MODEL, url=f"http://127.0.0.1:{free_port()}",
-                   state=ReplicaState.READY)  # fmt: skip
-    gateway.table.get("r0").in_flight = 5  # make the dead one the first choice
-    gateway.table.add(dead)
+    gateway.fleet.deploy(MODEL, policy="round_robin")
+    gateway.fleet.add(MODEL, "dead", f"http://127.0.0.1:{free_port()}")
     async with httpx.AsyncClient(base_url=gateway.url, headers=gateway.headers) as client:
-        retried = await client.post("/v1/chat/completions", json={"model": MODEL})
-        assert retried.status_code == 200
-        assert gateway.table.get("dead").state == ReplicaState.UNHEALTHY
-        gateway.table.set_state("r0", ReplicaState.DEAD)
+        answers = [
+            await client.post("/v1/chat/completions", json={"model": MODEL}) for _ in range(4)
+        ]
+        gateway.fleet.set_state("r0", "starting")
         down = await client.post("/v1/chat/completions", json={"model": MODEL})
         health = await client.get("/health")
+    assert [a.status_code for a in answers] == [200] * 4
+    assert {e.replica for e in gateway.usage.events[:4]} == {"r0"}
     assert down.status_code == 503
     assert _error(down)["code"] == "engine_unavailable"
+    assert "starting" in _error(down)["message"]
     assert health.status_code == 503
-    assert {r["state"] for r in health.json()["replicas"]} == {"dead", "unhealthy"}
+    states = {r["id"]: r["state"] for d in health.json()["deployments"] for r in d["replicas"]}
+    assert states == {"r0": "starting", "dead": "ready"}
 
 
 async def test_models_health_and_metrics(gateway: Gateway) -> None:
@@ -231,7 +232,8 @@ async def test_sixteen_concurrent_streams_are_each_metered(gateway: Gateway) -> 
 
 async def test_second_replica_shares_load(gateway: Gateway) -> None:
     async with running_app(fake_replica("second")) as url:
-        gateway.table.add(Replica(id="r1", model=MODEL, url=url, state=ReplicaState.READY))
+        gateway.fleet.deploy(MODEL, policy="round_robin")
+        gateway.fleet.add(MODEL, "r1", url)
         async with httpx.AsyncClient(base_url=gateway.url, headers=gateway.headers) as client:
             for _ in range(4):
                 await client.post("/v1/chat/completions", json={"model": MODEL})

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from aiforge.gateway.errors import GatewayError
+from aiforge.protocol.openai.errors import OpenAIError
 from aiforge.gateway.metering import (
     StreamMeter,
     TokenUsage,
@@ -151,7 +151,7 @@ def test_parse_asks_for_usage_on_every_chunk_only_for_streams() -> None:
      (b'{"model": "m", "stream": "yes"}', "stream")],
 )  # fmt: skip
 def test_parse_rejects_malformed_bodies(body: bytes, param: str | None) -> None:
-    with pytest.raises(GatewayError) as info:
+    with pytest.raises(OpenAIError) as info:
         parse_request(body, "chat")
-    assert info.value.status == 400
+    assert info.value.status_code == 400
     assert info.value.param == param

@@ -17,7 +17,6 @@ from fastapi.responses import Response, StreamingResponse
 from gateway_fakes import Gateway
 
 from aiforge.cli.serve import ServeOptions, _replica_identity
-from aiforge.cluster.replicas import Replica, ReplicaState
 from aiforge.gateway.metering import StreamMeter, TokenUsage, with_reasoning_content
 from aiforge.testing.server import free_port, running_app
 
@@ -133,8 +132,8 @@ async def test_gateway_gives_reasoning_content_for_vllm_replicas(
     gateway: Gateway, engine: str
 ) -> None:
     async with running_app(_vllm_replica()) as url:
-        gateway.table.add(Replica(id="v0", model=VLLM_MODEL, url=url, engine=engine,
-                                  state=ReplicaState.READY))  # fmt: skip
+        dialect = "vllm" if engine == "vllm" else "openai"
+        gateway.fleet.add(VLLM_MODEL, "v0", url, dialect=dialect)
         async with httpx.AsyncClient(base_url=gateway.url, headers=gateway.headers) as client:
             body = {"model": VLLM_MODEL, "messages": [{"role": "user", "content": "2+2?"}]}
             answer = await client.post("/v1/chat/completions", json=body)

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from aiforge.cluster.deployments import DeploymentSpec
 
-__all__ = ["ProgressCallback", "ReplicaProbe", "RunningReplica", "Runtime"]
+__all__ = ["ProgressCallback", "ReplicaProbe", "ReplicaStartError", "RunningReplica", "Runtime"]
 
 ProgressCallback = Callable[[str], None]
 
@@ -32,6 +32,13 @@ class RunningReplica:
     """The engine's answer dialect (:mod:`aiforge.gateway.dialects`)."""
     node: str = "local"
     pid: int | None = None
+    startup_timeout_s: float | None = None
+    """How long it may take to answer health checks; None: the controller's default."""
+
+
+class ReplicaStartError(RuntimeError):
+    """A replica could not be started (model not found, engine unavailable, process failed to
+    spawn); the message says why in words a user can act on."""
 
 
 @dataclass(frozen=True, slots=True)

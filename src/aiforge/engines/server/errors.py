@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 
 def error_response(error: OpenAIError) -> JSONResponse:
-    return JSONResponse(error.response().model_dump(), status_code=error.status_code)
+    return JSONResponse(error.envelope().model_dump(), status_code=error.status_code)
 
 
 def param_from_loc(loc: Sequence[Any]) -> str | None:

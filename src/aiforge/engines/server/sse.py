@@ -13,4 +13,4 @@ def event(payload: str) -> bytes:
 
 def error_event(error: OpenAIError) -> bytes:
     """An error after the stream started (status already sent): OpenAI clients raise it."""
-    return event(error.response().model_dump_json())
+    return event(error.envelope().model_dump_json())

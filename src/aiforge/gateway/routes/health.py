@@ -2,32 +2,48 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from aiforge.cluster.replicas import ReplicaState, ReplicaTable
 from aiforge.gateway.access import OpenAccess
 from aiforge.gateway.metrics import PROMETHEUS_CONTENT_TYPE, GatewayMetrics
+from aiforge.router.directory import ReplicaDirectory
+
+FleetStatus = Callable[[], list[dict[str, object]]]
+"""Every deployment with its replicas (the controller's ``status``), for ``/health``."""
 
 router = APIRouter(tags=["Operations"])
 
 
-@router.get("/health", summary="Gateway and replica states")
+@router.get("/health", summary="Gateway, deployment and replica states")
 async def health(request: Request) -> Response:
-    """200 while at least one replica is ready (``degraded`` when some are not), else 503."""
-    table: ReplicaTable = request.app.state.replicas
-    replicas = table.snapshot()
-    ready = sum(1 for r in table if r.state == ReplicaState.READY)
-    if ready and ready == len(replicas):
-        status, code = "ok", 200
-    elif ready:
-        status, code = "degraded", 200
-    else:
-        status, code = "unavailable", 503
+    """200 while every deployment has a ready replica (``degraded`` when some replicas are
+    not ready), 503 when some deployment has none."""
+    directory: ReplicaDirectory = request.app.state.directory
+    fleet: FleetStatus | None = request.app.state.fleet_status
+    deployments = fleet() if fleet is not None else []
+    status, code = _overall(directory, deployments)
     auth = "off" if isinstance(request.app.state.authenticator, OpenAccess) else "on"
-    body = {"status": status, "gateway": "ok", "auth": auth, "replicas": replicas}
+    body = {"status": status, "gateway": "ok", "auth": auth, "deployments": deployments}
     return Response(orjson.dumps(body), status_code=code, media_type="application/json")
+
+
+def _overall(directory: ReplicaDirectory, deployments: list[dict[str, object]]) -> tuple[str, int]:
+    names = directory.models()
+    if not names or any(directory.ready_count_of(name) == 0 for name in names):
+        return "unavailable", 503
+    replicas = [r for d in deployments for r in _replicas(d)]
+    if all(r.get("state") == "ready" for r in replicas):
+        return "ok", 200
+    return "degraded", 200
+
+
+def _replicas(deployment: dict[str, object]) -> list[dict[str, object]]:
+    replicas = deployment.get("replicas")
+    return [r for r in replicas if isinstance(r, dict)] if isinstance(replicas, list) else []
 
 
 @router.get("/metrics", summary="Prometheus metrics")

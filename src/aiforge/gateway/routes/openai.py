@@ -42,11 +42,7 @@ def _model_card(model: str) -> dict[str, object]:
 
 def _visible_models(request: Request) -> list[str]:
     handler = _handler(request)
-    principal = handler.authenticate(request)
-    models = handler.replicas.models()
-    if principal.allowed_models is not None:
-        models = [m for m in models if m in principal.allowed_models]
-    return models
+    return handler.visible_models(handler.authenticate(request))
 
 
 @router.get("/v1/models", summary="List the models served here (OpenAI)")

@@ -58,6 +58,11 @@ class AdminApiClient:
                 base_url=self.url.rstrip("/"), timeout=self.timeout_s, transport=self.transport
             ) as client:
                 response = client.request(method, path, json=json, params=query, headers=headers)
+        except httpx.ConnectError as error:
+            raise AdminApiError(
+                f"no aiforge server is answering at {self.url}: start one with "
+                "`aiforge serve`, or point --url / AIFORGE_URL at a running one"
+            ) from error
         except httpx.HTTPError as error:
             raise AdminApiError(f"cannot reach aiforge at {self.url}: {error}") from error
         if response.status_code >= 400:

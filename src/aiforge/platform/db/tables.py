@@ -14,6 +14,7 @@ from aiforge.platform.db.base import Base
 TABLE_MODULES: tuple[str, ...] = (
     "aiforge.platform.db.tenancy",
     "aiforge.platform.metering.table",
+    "aiforge.platform.deployments.table",
 )
 
 

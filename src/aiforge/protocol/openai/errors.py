@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+import orjson
 from pydantic import BaseModel
 
 
@@ -17,9 +20,9 @@ class ErrorResponse(BaseModel):
 
 
 class OpenAIError(Exception):
-    """An error a client sees in OpenAI's envelope, with its HTTP status.
-
-    Raised anywhere in request handling; the app's exception handler renders it.
+    """An error a client sees in OpenAI's envelope, with its HTTP status (and headers, e.g.
+    ``Retry-After``). The one error type of every HTTP layer: the gateway, the admin API and
+    the replica server raise it, and each app's exception handler renders it.
     """
 
     def __init__(
@@ -30,6 +33,7 @@ class OpenAIError(Exception):
         type: str = "invalid_request_error",
         param: str | None = None,
         code: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -37,10 +41,24 @@ class OpenAIError(Exception):
         self.type = type
         self.param = param
         self.code = code
+        self.headers = dict(headers or {})
 
-    def response(self) -> ErrorResponse:
+    def envelope(self) -> ErrorResponse:
         return ErrorResponse(
             error=ErrorBody(message=self.message, type=self.type, param=self.param, code=self.code)
+        )
+
+    def body(self) -> bytes:
+        """The envelope as JSON bytes."""
+        return orjson.dumps(
+            {
+                "error": {
+                    "message": self.message,
+                    "type": self.type,
+                    "param": self.param,
+                    "code": self.code,
+                }
+            }
         )
 
 

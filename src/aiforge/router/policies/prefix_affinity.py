@@ -1,0 +1,194 @@
+"""Prefix affinity: send a prompt to the replica most likely to hold its prefix in KV cache.
+
+Engines with prefix caching (vLLM's automatic prefix caching, SGLang's radix cache,
+llama.cpp's slot cache) skip the prefill of a prompt's longest cached prefix, and prefill
+is most of the time to first token for long prompts. A multi-turn chat resends its whole
+history each turn, and many conversations share a long system prompt, so the replica that
+served the previous turn already holds almost all of the next one. This policy keeps a
+conversation there, and keeps conversations with one system prompt together, without ever
+letting one replica be swamped. Its anchors are Ray Serve's ``PrefixCacheAffinityRouter``
+and the cache-aware policy of SGLang's router; where they differ from this module, why:
+
+* **Blocks, not a radix tree.** The gateway has no tokenizer, so ``request.prefix`` is
+  text. It is cut into fixed blocks of ``block_chars`` characters (128 ≈ 30 tokens) and
+  each block is chain-hashed: block ``i``'s hash covers block ``i - 1``'s, so one hash
+  names the whole prefix up to it, as vLLM names its KV blocks. A bounded LRU table maps
+  block hash → the replica that most recently served it. Both references keep a
+  character-level tree per replica; the table gives the same longest-match answer at
+  block granularity, costs O(blocks) per request with no tree walking or rebalancing, and
+  its memory bound is a plain entry count (``max_blocks``, 100k ≈ 10 MB).
+* **Longest match wins.** A replica's match depth is the deepest block it owns among the
+  prompt's blocks; since a chain hash implies every block before it, that replica has
+  seen the whole prefix up to there even where a shallower block was since overwritten
+  by another replica. Any match of one block or more counts (Ray requires a 10% match
+  rate, SGLang 50%), because the cold path below sends the prompt to the home of its
+  first block anyway: a shallow match is never worse than no match.
+* **Cold prefixes: consistent hashing on the first block.** With no match, the first
+  block's hash picks a replica on a hash ring (virtual nodes) instead of "the replica
+  with the smallest tree" of both references. So conversations sharing a system prompt
+  meet on one replica before anything is cached, two gateways agree without talking, and
+  adding or removing a replica moves only its share of cold prefixes.
+* **A load bound instead of an imbalance switch.** Both references turn affinity off
+  for everyone when the most and least loaded replica differ by more than a threshold.
+  Here a replica simply may not take a request that would put it above
+  ``ceil(1.25 × (in flight + 1) / n) + slack`` (:class:`~._load.LoadBound`; consistent
+  hashing with bounded loads): affinity stays on for every request whose home has room,
+  and a burst on one system prompt spills only its overflow. An affine replica that is
+  full sends the request to the less loaded of two random admitted replicas; a cold
+  prefix whose ring home is full walks on to the next replica on the ring.
+* **Short prompts** (under one block: nothing worth caching) go to the less loaded of two
+  random admitted replicas, as with ``least_outstanding``.
+* **What is recorded, when.** :meth:`PrefixAffinityPolicy.on_request_start` records the
+  prompt's blocks for the chosen replica (a failover's retry records them again for the
+  replica that actually served it). Blocks are written deepest first, so a prompt's
+  shallow blocks — the ones shared with other conversations — are the most recently used
+  and the last evicted, as vLLM evicts the tail blocks of a sequence before its head. The
+  generated answer is not recorded: it arrives as the next turn's prompt anyway.
+  A replica that leaves the routable set loses its entries at once.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import OrderedDict
+from collections.abc import Collection, Sequence
+
+from aiforge.router.base import Endpoint, RoutingPolicy, RoutingRequest
+from aiforge.router.policies._hashing import (
+    DEFAULT_VIRTUAL_NODES,
+    HashRing,
+    chain_hashes,
+    stable_hash,
+)
+from aiforge.router.policies._load import LoadBound, power_of_two_choices
+
+__all__ = ["PrefixAffinityPolicy", "PrefixTable"]
+
+DEFAULT_BLOCK_CHARS = 128
+DEFAULT_MAX_BLOCKS = 100_000
+
+
+class PrefixTable:
+    """A bounded LRU map from a prefix block's chain hash to the replica that served it."""
+
+    def __init__(self, max_blocks: int = DEFAULT_MAX_BLOCKS) -> None:
+        if max_blocks < 1:
+            raise ValueError("max_blocks must be at least 1")
+        self._max_blocks = max_blocks
+        self._owners: OrderedDict[int, str] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._owners)
+
+    def record(self, blocks: Sequence[int], replica_id: str) -> None:
+        """``replica_id`` now holds ``blocks`` (a prompt's chain hashes, in order)."""
+        owners = self._owners
+        for block in reversed(blocks):  # deepest first: the head ends most recently used
+            owners[block] = replica_id
+            owners.move_to_end(block)
+        while len(owners) > self._max_blocks:
+            owners.popitem(last=False)
+
+    def match_depths(self, blocks: Sequence[int]) -> dict[str, int]:
+        """For each replica that owns one of ``blocks``: how many leading blocks of the
+        prompt it holds (the position of its deepest block, counted from 1)."""
+        depths: dict[str, int] = {}
+        owners = self._owners
+        for position, block in enumerate(blocks, start=1):
+            owner = owners.get(block)
+            if owner is not None:
+                depths[owner] = position
+        return depths
+
+    def forget(self, replica_ids: Collection[str]) -> None:
+        """Drop every block owned by one of ``replica_ids`` (O(table); on removal only)."""
+        self._owners = OrderedDict(
+            (block, owner) for block, owner in self._owners.items() if owner not in replica_ids
+        )
+
+
+class PrefixAffinityPolicy(RoutingPolicy):
+    """Longest cached prefix first, consistent hashing for cold prefixes, under a load bound.
+
+    See the module docstring for the design. Every choice is among the candidates the
+    :class:`LoadBound` admits, so no request ever puts a replica above the bound.
+    """
+
+    name = "prefix_affinity"
+
+    def __init__(
+        self,
+        *,
+        block_chars: int = DEFAULT_BLOCK_CHARS,
+        max_blocks: int = DEFAULT_MAX_BLOCKS,
+        load_bound: LoadBound | None = None,
+        virtual_nodes: int = DEFAULT_VIRTUAL_NODES,
+        rng: random.Random | None = None,
+    ) -> None:
+        if block_chars < 1:
+            raise ValueError("block_chars must be at least 1")
+        self._block_chars = block_chars
+        self._table = PrefixTable(max_blocks)
+        self._bound = load_bound or LoadBound()
+        self._ring = HashRing(virtual_nodes=virtual_nodes)
+        self._rng = rng or random.Random()
+        self._recorded: set[str] = set()
+        """Replicas that may own blocks in the table."""
+        # select() and on_request_start() see the same prompt back to back: hash it once.
+        self._last_prefix = ""
+        self._last_blocks: list[int] = []
+
+    @property
+    def table(self) -> PrefixTable:
+        return self._table
+
+    def select(self, candidates: Sequence[Endpoint], request: RoutingRequest) -> Endpoint:
+        admitted = {endpoint.id: endpoint for endpoint in self._bound.admitted(candidates)}
+        blocks = self._blocks(request.prefix)
+        if not blocks:
+            return power_of_two_choices(list(admitted.values()), self._rng)
+
+        candidate_ids = {endpoint.id for endpoint in candidates}
+        depths = self._table.match_depths(blocks)
+        affine = sorted(
+            (
+                (depth, replica_id)
+                for replica_id, depth in depths.items()
+                if replica_id in candidate_ids
+            ),
+            reverse=True,
+        )
+        for _, replica_id in affine:
+            endpoint = admitted.get(replica_id)
+            if endpoint is not None:
+                return endpoint
+        if affine:  # its cache holders are all full: spread by load, not by hash
+            return power_of_two_choices(list(admitted.values()), self._rng)
+
+        self._ring.include(candidate_ids)
+        first_block = request.prefix[: self._block_chars]
+        for replica_id in self._ring.walk(stable_hash(first_block)):
+            endpoint = admitted.get(replica_id)
+            if endpoint is not None:
+                return endpoint
+        return power_of_two_choices(list(admitted.values()), self._rng)  # not reached
+
+    def on_request_start(self, endpoint: Endpoint, request: RoutingRequest) -> None:
+        blocks = self._blocks(request.prefix)
+        if blocks:
+            self._table.record(blocks, endpoint.id)
+            self._recorded.add(endpoint.id)
+
+    def on_replicas_changed(self, endpoints: Sequence[Endpoint]) -> None:
+        replica_ids = frozenset(endpoint.id for endpoint in endpoints)
+        removed = self._recorded - replica_ids
+        if removed:  # the directory calls this on every publish: scan only on a removal
+            self._table.forget(removed)
+            self._recorded -= removed
+        self._ring.set_members(replica_ids)
+
+    def _blocks(self, prefix: str) -> list[int]:
+        if prefix != self._last_prefix:
+            self._last_prefix = prefix
+            self._last_blocks = chain_hashes(prefix, self._block_chars)
+        return self._last_blocks

@@ -418,7 +418,9 @@ def keys_update(
         body["expires_at"] = None if when is None else when.isoformat()
     if not body:
         raise typer.BadParameter("nothing to change: pass --name, --model, --region or --expires")
-    data = call_api(url, api_key, lambda c: c.request("PATCH", f"/admin/v1/keys/{key_id}", json=body))
+    data = call_api(
+        url, api_key, lambda c: c.request("PATCH", f"/admin/v1/keys/{key_id}", json=body)
+    )
     _show(data, KEY_COLUMNS, as_json=as_json, title="API key updated")
 
 

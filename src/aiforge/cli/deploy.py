@@ -26,6 +26,7 @@ from aiforge.models.sources import model_reference, served_name
 from aiforge.platform.api.client import DEFAULT_URL, AdminApiClient
 from aiforge.platform.deployments.manifest import (
     ENGINE_CHOICES,
+    ManifestEntry,
     ManifestError,
     check_spec,
     parse_manifest,
@@ -155,9 +156,7 @@ def _checked(fields: dict[str, Any]) -> DeploymentSpec:
 
 
 def _put(client: AdminApiClient, spec: DeploymentSpec) -> dict[str, Any]:
-    answer: dict[str, Any] = client.request(
-        "PUT", deployment_path(spec.name), json=spec.to_dict()
-    )
+    answer: dict[str, Any] = client.request("PUT", deployment_path(spec.name), json=spec.to_dict())
     return answer
 
 
@@ -180,9 +179,7 @@ def scale(
       aiforge scale Qwen/Qwen3-0.6B 0
     """
     path = deployment_path(name, "scale")
-    data = call_api(
-        url, api_key, lambda c: c.request("POST", path, json={"replicas": replicas})
-    )
+    data = call_api(url, api_key, lambda c: c.request("POST", path, json={"replicas": replicas}))
     if as_json:
         typer.echo(json.dumps(data, indent=2))
         return
@@ -246,35 +243,37 @@ def apply(
       aiforge apply -f deployments.yaml --prune
     """
     entries = _read_manifest(file)
+    outcome: list[dict[str, str]] = []
 
-    def send(client: AdminApiClient) -> list[dict[str, str]]:
-        outcome = [
-            {"name": e.spec.name, "result": str(_put(client, e.spec)["result"])} for e in entries
-        ]
+    def done(name: str, result: str) -> None:
+        # Printed as it happens: if a later item is refused, the earlier ones are reported.
+        outcome.append({"name": name, "result": result})
+        if not as_json:
+            typer.echo(f"deployment/{name} {result}")
+
+    def send(client: AdminApiClient) -> None:
+        for entry in entries:
+            done(entry.spec.name, str(_put(client, entry.spec)["result"]))
         if prune:
             wanted = {entry.spec.name for entry in entries}
             for row in client.request("GET", COLLECTION):
                 if row["name"] not in wanted:
                     client.request("DELETE", deployment_path(row["name"]))
-                    outcome.append({"name": row["name"], "result": "deleted"})
-        return outcome
+                    done(row["name"], "deleted")
 
-    outcome = call_api(url, api_key, send)
+    call_api(url, api_key, send)
     if as_json:
         typer.echo(json.dumps(outcome, indent=2))
-        return
-    for item in outcome:
-        typer.echo(f"deployment/{item['name']} {item['result']}")
 
 
-def _read_manifest(file: str) -> list[Any]:
+def _read_manifest(file: str) -> list[ManifestEntry]:
     source = "<stdin>" if file == "-" else file
     try:
         text = sys.stdin.read() if file == "-" else Path(file).read_text()
     except OSError as error:
         raise _fail(f"cannot read {source}: {error.strerror or error}") from None
     try:
-        return list(parse_manifest(text))
+        return parse_manifest(text)
     except ManifestError as error:
         raise _fail(f"{source}: {error}") from None
 

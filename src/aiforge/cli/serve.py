@@ -230,7 +230,7 @@ async def _desired_state(
     """Where the controller reads deployments: attached replicas (in memory), the platform's
     database (with ``--model`` deployed into it), or ``--model`` alone (``--no-auth``)."""
     if options.replica_urls:
-        return StaticDeployments([await _attached_spec(options)])
+        return StaticDeployments(await _attached_specs(options))
     if platform is None:
         return StaticDeployments([_model_spec(settings, options, None)])
     deployments = platform.deployments
@@ -270,16 +270,26 @@ def _model_spec(
     return DeploymentSpec(name=name, **fields).validate()
 
 
-async def _attached_spec(options: ServeOptions) -> DeploymentSpec:
-    urls = [url.rstrip("/").removesuffix("/v1") for url in options.replica_urls]
+async def _attached_specs(options: ServeOptions) -> list[DeploymentSpec]:
+    """One deployment per model the ``--replica-url`` replicas serve (each replica's model
+    and engine read from its ``/v1/models`` unless the options say them)."""
+    grouped: dict[str, tuple[str, list[str]]] = {}
     async with httpx.AsyncClient(timeout=5.0) as client:
-        name, engine = await _replica_identity(client, urls[0], options)
-    shown = f" ({engine})" if engine else ""
-    progress(f"attaching to {len(urls)} replica(s) serving {name}{shown}: {', '.join(urls)}")
-    return DeploymentSpec(
-        name=name, model=name, engine=engine or "auto", endpoints=tuple(urls),
-        replicas=len(urls), policy=options.policy or "least_outstanding",
-    ).validate()  # fmt: skip
+        for raw in options.replica_urls:
+            url = raw.rstrip("/").removesuffix("/v1")
+            name, engine = await _replica_identity(client, url, options)
+            grouped.setdefault(name, (engine, []))[1].append(url)
+    specs = []
+    for name, (engine, urls) in grouped.items():
+        shown = f" ({engine})" if engine else ""
+        progress(f"attaching to {len(urls)} replica(s) serving {name}{shown}: {', '.join(urls)}")
+        specs.append(
+            DeploymentSpec(
+                name=name, model=name, engine=engine or "auto", endpoints=tuple(urls),
+                replicas=len(urls), policy=options.policy or "least_outstanding",
+            ).validate()
+        )  # fmt: skip
+    return specs
 
 
 async def _replica_identity(

@@ -1,2 +1,7 @@
-"""Infrastructure: deployments (desired state), the controller that reconciles them, runtimes
-that start replicas, and the replica records the controller keeps."""
+"""Infrastructure: deployments (desired state), replicas, the runtimes that start them and
+the controller that reconciles the two."""
+
+from aiforge.cluster.deployments import DeploymentSpec, Placement
+from aiforge.cluster.replicas import Replica, ReplicaState
+
+__all__ = ["DeploymentSpec", "Placement", "Replica", "ReplicaState"]

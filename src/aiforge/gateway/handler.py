@@ -353,18 +353,28 @@ class OpenAIHandler:
     async def _relay(
         self, call: _Call, cleanup: Callable[[], Awaitable[None]]
     ) -> AsyncIterator[bytes]:
-        """Forward the SSE bytes; fail over while nothing was forwarded; end a broken stream
-        with an error event. Usage is recorded by ``cleanup`` however the stream ends."""
+        """Forward the SSE bytes; fail over while the client has no generated text yet; end a
+        broken stream with an error event. Usage is recorded by ``cleanup`` however the
+        stream ends.
+
+        Events before the first generated text (the role chunk) are held back until it
+        arrives, so a replica that dies while the request waits in its queue is replaced
+        without the client seeing a thing; it costs no time to first token."""
         forwarded = False
         try:
             while call.upstream is not None and call.meter is not None:
+                held = b""
                 try:
                     async for chunk in call.upstream.aiter_raw():
                         out = call.meter.feed(chunk)
+                        if not forwarded:
+                            held += out
+                            if call.meter.first_content_at is None or not held:
+                                continue
+                            out, held, forwarded = held, b"", True
                         if out:
-                            forwarded = True
                             yield out
-                    rest = call.meter.flush()
+                    rest = held + call.meter.flush()
                     if rest:
                         yield rest
                     call.stream_completed = True
@@ -375,7 +385,7 @@ class OpenAIHandler:
                         call.stream_error = f"upstream_error: {type(exc).__name__}"
                         if retried is not None:
                             await retried.aclose()
-                        yield _stream_error_event(call.request_id)
+                        yield held + _stream_error_event(call.request_id)
                         return
                     call.upstream, call.meter = retried, self._meter(call)
         finally:

@@ -68,7 +68,7 @@ class PlatformRuntime:
     tenancy: TenancyService
     keys: KeyService
     deployments: DeploymentService
-    """The stored deployments: the controller's :class:`~aiforge.cluster.sources.DeploymentSource`."""
+    """The stored deployments; the controller reads them (a ``DeploymentSource``)."""
     live_replicas: LiveReplicas
     """Where ``/admin/v1/deployments`` reads live replicas (see :meth:`attach_control_plane`)."""
     routers: list[APIRouter] = field(default_factory=list)

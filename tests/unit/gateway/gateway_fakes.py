@@ -149,6 +149,8 @@ class Gateway:
     url: str
     app: FastAPI
     fleet: StaticFleet
+    fleet_url: str
+    """The URL of the fake replica ``r0``."""
     replica_app: FastAPI
     admission: RecordingAdmission
     usage: RecordingUsage
@@ -167,5 +169,5 @@ async def gateway(tmp_path: Any) -> AsyncIterator[Gateway]:
                          authenticator=KeyAuth({KEY: PRINCIPAL}),
                          admission=admission, usage_sink=usage)  # fmt: skip
         async with running_app(app) as url:
-            yield Gateway(url=url, app=app, fleet=fleet, replica_app=replica_app,
+            yield Gateway(url=url, app=app, fleet=fleet, fleet_url=replica_url, replica_app=replica_app,
                           admission=admission, usage=usage)  # fmt: skip

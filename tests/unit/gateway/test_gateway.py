@@ -193,7 +193,9 @@ async def test_dead_replica_gives_503_and_retry_uses_another(gateway: Gateway) -
     assert down.status_code == 503
     assert _error(down)["code"] == "engine_unavailable"
     assert "starting" in _error(down)["message"]
-    assert health.status_code == 503
+    # The gateway never writes replica state: "dead" stays ready until the controller says
+    # otherwise, so the fleet is degraded, not down.
+    assert (health.status_code, health.json()["status"]) == (200, "degraded")
     states = {r["id"]: r["state"] for d in health.json()["deployments"] for r in d["replicas"]}
     assert states == {"r0": "starting", "dead": "ready"}
 

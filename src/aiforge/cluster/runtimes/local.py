@@ -1,19 +1,28 @@
-"""Run replicas as local subprocesses.
+"""Run replicas as local subprocesses: the embedded default :class:`Runtime`.
 
-Each replica runs in its own process group (so stopping it also stops whatever it spawned,
-e.g. vLLM's engine core), writes its output to a log file under the data dir, and is ready
-when its health endpoint answers 200. The runtime shows progress while it waits (elapsed
-time and the replica's last log line) and, when a replica fails to start, the tail of its
-log so the user sees why.
+Each replica process
+
+* runs in its own process group, so stopping it also stops whatever it spawned (vLLM's
+  engine core), SIGTERM first and SIGKILL after a grace period;
+* dies with aiforge: the kernel sends it SIGKILL when its parent dies
+  (``PR_SET_PDEATHSIG``, Linux), and a pidfile under ``<data_dir>/run/replicas/`` lets the
+  next start of the same data dir stop what a crashed run left (:func:`reap_orphans`);
+* writes its output to ``<log_dir>/replica-<id>.log``, whose tail becomes a failed
+  replica's error;
+* listens on a free loopback port and is healthy when its health endpoint answers 200.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import json
 import os
+import re
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,16 +30,37 @@ from pathlib import Path
 
 import httpx
 
+from aiforge.cluster.deployments import DeploymentSpec
+from aiforge.cluster.health import check_health
+from aiforge.cluster.launch import PreparedLaunch, prepare_launch
+from aiforge.cluster.network import free_port
+from aiforge.cluster.runtimes.base import (
+    ProgressCallback,
+    ReplicaProbe,
+    ReplicaStartError,
+    RunningReplica,
+)
+from aiforge.config import Settings
 from aiforge.engines.base import LaunchPlan
 
-ProgressCallback = Callable[[str], None]
+__all__ = [
+    "DEFAULT_STOP_GRACE_S",
+    "LocalReplicaProcess",
+    "LocalRuntime",
+    "ReplicaStartError",
+    "read_log_tail",
+    "reap_orphans",
+    "replica_log_path",
+    "spawn_replica",
+    "start_replica_process",
+]
 
 DEFAULT_STOP_GRACE_S = 10.0
 _LOG_TAIL_LINES = 25
+_PR_SET_PDEATHSIG = 1
 
-
-class ReplicaStartError(RuntimeError):
-    """The replica exited or did not become healthy in time; the message holds its log tail."""
+Prepare = Callable[[DeploymentSpec, Settings, int, ProgressCallback], PreparedLaunch]
+"""How a deployment becomes a launch plan (:func:`~aiforge.cluster.launch.prepare_launch`)."""
 
 
 @dataclass(slots=True)
@@ -41,6 +71,7 @@ class LocalReplicaProcess:
     url: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    pidfile: Path | None = None
 
     @property
     def pid(self) -> int:
@@ -53,14 +84,19 @@ class LocalReplicaProcess:
         return read_log_tail(self.log_path, lines)
 
     def last_log_line(self) -> str:
-        tail = read_log_tail(self.log_path, 1)
-        return tail.strip()
+        return read_log_tail(self.log_path, 1).strip()
 
     def stop(self, grace_s: float = DEFAULT_STOP_GRACE_S) -> int | None:
-        """SIGTERM the replica's process group, then SIGKILL after ``grace_s``. Idempotent.
-
-        Returns the exit code (None if it could not be reaped).
+        """SIGTERM the replica's process group, then SIGKILL after ``grace_s``. Idempotent;
+        blocks up to ``grace_s`` + 5 s. Returns the exit code (None if it could not be reaped).
         """
+        try:
+            return self._stop(grace_s)
+        finally:
+            if self.pidfile is not None:
+                self.pidfile.unlink(missing_ok=True)
+
+    def _stop(self, grace_s: float) -> int | None:
         if self.process.poll() is not None:
             _kill_group(self.process.pid, signal.SIGKILL)  # leftovers of the group, if any
             return self.process.returncode
@@ -78,9 +114,18 @@ class LocalReplicaProcess:
         return code
 
 
-def _kill_group(pid: int, sig: signal.Signals) -> None:
+def _kill_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
+        os.killpg(pgid, sig)
+
+
+def replica_log_path(log_dir: Path, replica_id: str) -> Path:
+    """Where a replica's output goes (deployment names may hold ``/``: flattened)."""
+    return log_dir / f"replica-{_file_name(replica_id)}.log"
+
+
+def _file_name(replica_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._@+-]", "_", replica_id)
 
 
 def read_log_tail(path: Path, lines: int) -> str:
@@ -97,100 +142,282 @@ def read_log_tail(path: Path, lines: int) -> str:
     return "\n".join(line for line in text.splitlines()[-lines:])
 
 
-class LocalRuntime:
-    """Starts replicas from :class:`LaunchPlan` s as subprocesses on this machine."""
+# -- spawning ------------------------------------------------------------------------------
 
-    def __init__(
-        self, log_dir: Path, *, poll_interval_s: float = 0.25, progress_every_s: float = 5.0
-    ) -> None:
-        self.log_dir = log_dir
-        self.poll_interval_s = poll_interval_s
-        self.progress_every_s = progress_every_s
 
-    def spawn(self, plan: LaunchPlan, *, replica_id: str, url: str) -> LocalReplicaProcess:
-        """Start the process (does not wait for it to be ready)."""
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = self.log_dir / f"replica-{replica_id}.log"
-        env = {**os.environ, **plan.env, "PYTHONUNBUFFERED": "1"}
-        with log_path.open("ab") as log:
-            log.write(f"==> {' '.join(plan.argv)}\n".encode())
-            log.flush()
-            process = subprocess.Popen(
-                list(plan.argv),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )
-        return LocalReplicaProcess(
-            replica_id=replica_id, url=url, process=process, log_path=log_path
+def _die_with_parent() -> None:
+    """``preexec_fn``: ask the kernel to SIGKILL this child when its parent dies."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def spawn_replica(
+    plan: LaunchPlan, *, replica_id: str, url: str, log_dir: Path, run_dir: Path | None = None
+) -> LocalReplicaProcess:
+    """Start the process of ``plan`` (without waiting for it to be ready).
+
+    Call it from a thread that lives as long as the replica should (the event loop's):
+    the kernel's parent-death signal fires when the *thread* that forked the child exits,
+    so spawning from a short-lived worker thread would kill the replica with it.
+    ``run_dir`` receives its pidfile (see :func:`reap_orphans`).
+    """
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = replica_log_path(log_dir, replica_id)
+    env = {**os.environ, **plan.env, "PYTHONUNBUFFERED": "1"}
+    with log_path.open("ab") as log:
+        log.write(f"==> {' '.join(plan.argv)}\n".encode())
+        log.flush()
+        process = subprocess.Popen(
+            list(plan.argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
+    pidfile = _write_pidfile(run_dir, replica_id, process.pid, plan.argv) if run_dir else None
+    return LocalReplicaProcess(
+        replica_id=replica_id, url=url, process=process, log_path=log_path, pidfile=pidfile
+    )
 
-    async def start(
-        self,
-        plan: LaunchPlan,
-        *,
-        replica_id: str,
-        url: str,
-        progress: ProgressCallback,
-        timeout_s: float | None = None,
-    ) -> LocalReplicaProcess:
-        """Spawn the replica and wait until it is healthy; stop it and raise if it is not."""
-        replica = self.spawn(plan, replica_id=replica_id, url=url)
-        progress(f"replica {replica_id}: started (pid {replica.pid}), log {replica.log_path}")
-        try:
-            await self.wait_ready(replica, plan, progress, timeout_s=timeout_s)
-        except BaseException:
-            await asyncio.to_thread(replica.stop, 2.0)
-            raise
-        return replica
 
-    async def wait_ready(
-        self,
-        replica: LocalReplicaProcess,
-        plan: LaunchPlan,
-        progress: ProgressCallback,
-        *,
-        timeout_s: float | None = None,
-    ) -> None:
-        """Poll the health endpoint until it answers 200, showing progress meanwhile."""
-        timeout = plan.startup_timeout_s if timeout_s is None else timeout_s
-        health_url = replica.url.rstrip("/") + plan.health_path
-        started = time.monotonic()
-        last_report = started
+async def start_replica_process(
+    plan: LaunchPlan,
+    *,
+    replica_id: str,
+    url: str,
+    log_dir: Path,
+    progress: ProgressCallback,
+    timeout_s: float | None = None,
+    poll_interval_s: float = 0.25,
+) -> LocalReplicaProcess:
+    """Spawn one replica and wait until it is healthy; stop it and raise
+    :class:`ReplicaStartError` (with its log tail) if it exits or times out first.
+
+    For tools and tests that run a replica by hand; served deployments go through
+    :class:`LocalRuntime` and the controller instead.
+    """
+    replica = spawn_replica(plan, replica_id=replica_id, url=url, log_dir=log_dir)
+    progress(f"replica {replica_id}: started (pid {replica.pid}), log {replica.log_path}")
+    timeout = plan.startup_timeout_s if timeout_s is None else timeout_s
+    health_url = url.rstrip("/") + plan.health_path
+    started = time.monotonic()
+    try:
         async with httpx.AsyncClient(timeout=2.0) as client:
-            while True:
+            while not (await check_health(client, health_url))[0]:
                 if not replica.is_alive():
                     raise ReplicaStartError(
-                        f"replica {replica.replica_id} exited with code "
-                        f"{replica.process.returncode} while starting; last log lines "
-                        f"({replica.log_path}):\n{replica.log_tail()}"
+                        f"replica {replica_id} exited with code {replica.process.returncode} "
+                        f"while starting; last log lines ({replica.log_path}):\n"
+                        f"{replica.log_tail()}"
                     )
-                if await _is_healthy(client, health_url):
-                    progress(
-                        f"replica {replica.replica_id}: ready after "
-                        f"{time.monotonic() - started:.1f}s"
-                    )
-                    return
-                now = time.monotonic()
-                if now - started > timeout:
+                if time.monotonic() - started > timeout:
                     raise ReplicaStartError(
-                        f"replica {replica.replica_id} was not healthy after {timeout:.0f}s; "
-                        f"last log lines ({replica.log_path}):\n{replica.log_tail()}"
+                        f"replica {replica_id} was not healthy after {timeout:.0f}s; last log "
+                        f"lines ({replica.log_path}):\n{replica.log_tail()}"
                     )
-                if now - last_report >= self.progress_every_s:
-                    last_report = now
-                    progress(
-                        f"replica {replica.replica_id}: waiting for {health_url} "
-                        f"({now - started:.0f}s) · {replica.last_log_line()[:160]}"
-                    )
-                await asyncio.sleep(self.poll_interval_s)
+                await asyncio.sleep(poll_interval_s)
+    except BaseException:
+        await asyncio.to_thread(replica.stop, 2.0)
+        raise
+    progress(f"replica {replica_id}: ready after {time.monotonic() - started:.1f}s")
+    return replica
 
 
-async def _is_healthy(client: httpx.AsyncClient, url: str) -> bool:
+# -- pidfiles and orphans ------------------------------------------------------------------
+
+
+def _write_pidfile(run_dir: Path, replica_id: str, pid: int, argv: tuple[str, ...]) -> Path:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / f"{_file_name(replica_id)}.json"
+    record = {
+        "replica_id": replica_id,
+        "pid": pid,
+        "pgid": pid,  # start_new_session: the replica leads its own group
+        "argv": list(argv),
+        "start_ticks": _start_ticks(pid),
+        "started_at": time.time(),
+        "owner_pid": os.getpid(),
+        "owner_cmdline": _cmdline(os.getpid()),
+    }
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record))
+    tmp.replace(path)
+    return path
+
+
+def _cmdline(pid: int) -> list[str] | None:
     try:
-        response = await client.get(url)
-    except httpx.HTTPError:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return raw.decode(errors="replace").split("\0")[:-1] if raw else []
+
+
+def _start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (``/proc/<pid>/stat`` field 22):
+    with the pid, it names one process for good, even after the pid is recycled."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after its last ")".
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def _is_recorded_process(pid: int, argv: list[str] | None, start_ticks: int | None) -> bool:
+    """Whether ``pid`` is still the process a pidfile recorded, not a recycled pid."""
+    ticks = _start_ticks(pid)
+    if ticks is None:
         return False
-    return response.status_code == 200
+    if start_ticks is not None:
+        return ticks == start_ticks
+    return argv is not None and _cmdline(pid) == argv
+
+
+def _owner_alive(record: dict[str, object]) -> bool:
+    """Whether the aiforge process that started the replica still runs (then its replicas
+    are not orphans: another serve shares this data dir)."""
+    owner = record.get("owner_pid")
+    if not isinstance(owner, int) or owner == os.getpid():
+        return False
+    cmdline = _cmdline(owner)
+    return cmdline is not None and cmdline == record.get("owner_cmdline")
+
+
+def reap_orphans(run_dir: Path) -> int:
+    """Stop replica process groups left running by a crashed run of this data dir.
+
+    Called at start-up, before any replica starts. A pidfile's group is killed only if its
+    leader is still the very process recorded (same start time, or same command line when
+    the start time is unknown) — a recycled pid is never killed — or if the leader is gone
+    but members of its group remain (a live group keeps its id from being reused). Groups
+    whose owner still runs are left alone. Returns how many groups were killed.
+    """
+    killed = 0
+    for path in sorted(run_dir.glob("*.json")) if run_dir.is_dir() else ():
+        try:
+            record = json.loads(path.read_text())
+            pid, pgid = int(record["pid"]), int(record["pgid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            path.unlink(missing_ok=True)
+            continue
+        if _owner_alive(record):
+            continue
+        argv, ticks = record.get("argv"), record.get("start_ticks")
+        if _is_recorded_process(pid, argv, ticks) or (
+            not Path(f"/proc/{pid}").exists() and _group_exists(pgid)
+        ):
+            _kill_group(pgid, signal.SIGKILL)
+            killed += 1
+        path.unlink(missing_ok=True)
+    return killed
+
+
+def _group_exists(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False  # not ours to judge
+    return True
+
+
+# -- the runtime ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Started:
+    process: LocalReplicaProcess
+    running: RunningReplica
+    health_url: str
+
+
+class LocalRuntime:
+    """Starts replicas as subprocesses of this process (:class:`~.base.Runtime`)."""
+
+    name = "local"
+
+    def __init__(
+        self,
+        settings: Settings,
+        log_dir: Path | None = None,
+        *,
+        run_dir: Path | None = None,
+        prepare: Prepare = prepare_launch,
+        probe_timeout_s: float = 2.0,
+    ) -> None:
+        self.settings = settings
+        self.log_dir = log_dir if log_dir is not None else settings.data_dir / "logs"
+        self.run_dir = run_dir if run_dir is not None else settings.data_dir / "run" / "replicas"
+        self._prepare = prepare
+        self._probe_timeout_s = probe_timeout_s
+        self._started: dict[str, _Started] = {}
+        self._client: httpx.AsyncClient | None = None
+
+    async def start(
+        self, replica_id: str, spec: DeploymentSpec, progress: ProgressCallback
+    ) -> RunningReplica:
+        """Prepare the launch in a thread (model download, engine set-up), then spawn."""
+        if replica_id in self._started:
+            raise ReplicaStartError(f"replica {replica_id} is already running")
+        port = free_port()
+        try:
+            prepared = await asyncio.to_thread(
+                self._prepare, spec, self.settings, port, progress
+            )
+        except ReplicaStartError:
+            raise
+        except Exception as exc:  # model source, engine selection: the user's to fix
+            raise ReplicaStartError(str(exc) or type(exc).__name__) from exc
+        url = f"http://127.0.0.1:{port}"
+        try:
+            # On the loop's thread, never in a worker thread: see spawn_replica.
+            process = spawn_replica(
+                prepared.plan, replica_id=replica_id, url=url, log_dir=self.log_dir,
+                run_dir=self.run_dir,
+            )  # fmt: skip
+        except OSError as exc:
+            raise ReplicaStartError(f"cannot start {prepared.plan.argv[0]}: {exc}") from exc
+        timeout = self.settings.replica_startup_timeout_s or prepared.plan.startup_timeout_s
+        running = RunningReplica(
+            replica_id=replica_id, deployment=spec.name, url=url, engine=prepared.engine,
+            dialect=prepared.dialect, pid=process.pid, startup_timeout_s=timeout,
+        )  # fmt: skip
+        self._started[replica_id] = _Started(process, running, url + prepared.plan.health_path)
+        progress(f"replica {replica_id}: {prepared.engine} for {prepared.model_path}, log "
+                 f"{process.log_path}")  # fmt: skip
+        return running
+
+    async def stop(self, replica_id: str, *, grace_s: float) -> None:
+        started = self._started.pop(replica_id, None)
+        if started is not None:
+            await asyncio.to_thread(started.process.stop, grace_s)
+
+    def list(self) -> list[RunningReplica]:
+        return [started.running for started in self._started.values()]
+
+    async def probe(self, replica_id: str) -> ReplicaProbe:
+        started = self._started.get(replica_id)
+        if started is None:
+            return ReplicaProbe(alive=False, healthy=False, detail="not running")
+        code = started.process.process.poll()
+        if code is not None:
+            return ReplicaProbe(alive=False, healthy=False, exit_code=code, detail=f"exit {code}")
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self._probe_timeout_s)
+        healthy, detail = await check_health(self._client, started.health_url)
+        return ReplicaProbe(alive=True, healthy=healthy, detail=detail)
+
+    def log_tail(self, replica_id: str, lines: int = _LOG_TAIL_LINES) -> str:
+        # From the file, not the process: the tail is wanted after the process is gone too.
+        return read_log_tail(replica_log_path(self.log_dir, replica_id), lines)
+
+    async def aclose(self) -> None:
+        ids = list(self._started)
+        await asyncio.gather(*(self.stop(i, grace_s=DEFAULT_STOP_GRACE_S) for i in ids))
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None

@@ -116,9 +116,7 @@ def build_deployments_router(service: DeploymentService, live: LiveReplicas) -> 
         response_model=DeploymentPublic,
         responses=ERROR_RESPONSES,
     )
-    def update_deployment(
-        name: str, body: DeploymentUpdate, _: PlatformAdmin
-    ) -> DeploymentPublic:
+    def update_deployment(name: str, body: DeploymentUpdate, _: PlatformAdmin) -> DeploymentPublic:
         return public(service.update(name, body.changes()))
 
     @router.put(

@@ -114,9 +114,7 @@ class DeploymentPublic(BaseModel):
     )
 
     @classmethod
-    def build(
-        cls, stored: StoredDeployment, replicas: list[dict[str, Any]]
-    ) -> DeploymentPublic:
+    def build(cls, stored: StoredDeployment, replicas: list[dict[str, Any]]) -> DeploymentPublic:
         return cls(
             name=stored.name,
             spec=DeploymentSpecPublic.model_validate(stored.spec.to_dict()),

@@ -117,15 +117,13 @@ class DeploymentService:
             _check_projects(session, checked)
             row = repo.get_deployment(session, name=checked.name, for_update=True)
             if row is None:
-                result, row = ApplyResult.CREATED, repo.add_deployment(
-                    session, spec=checked, now=_now()
-                )
+                result = ApplyResult.CREATED
+                row = repo.add_deployment(session, spec=checked, now=_now())
             elif repo.spec_of(row) == checked:
                 result = ApplyResult.UNCHANGED
             else:
-                result, row = ApplyResult.UPDATED, repo.replace_spec(
-                    session, row=row, spec=checked, now=_now()
-                )
+                result = ApplyResult.UPDATED
+                repo.replace_spec(session, row=row, spec=checked, now=_now())
             stored = _stored(row)
         if result is not ApplyResult.UNCHANGED:
             self.on_change()
@@ -210,4 +208,3 @@ def _check_projects(session: Session, spec: DeploymentSpec) -> None:
     missing = repo.missing_projects(session, project_ids=spec.projects)
     if missing:
         raise InvalidRequest(f"no project with id {', '.join(missing)}", param="projects")
-

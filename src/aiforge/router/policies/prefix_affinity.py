@@ -12,39 +12,41 @@ and the cache-aware policy of SGLang's router; where they differ from this modul
 * **Blocks, not a radix tree.** The gateway has no tokenizer, so ``request.prefix`` is
   text. It is cut into fixed blocks of ``block_chars`` characters (128 ≈ 30 tokens) and
   each block is chain-hashed: block ``i``'s hash covers block ``i - 1``'s, so one hash
-  names the whole prefix up to it, as vLLM names its KV blocks. A bounded LRU table maps
-  block hash → the replica that most recently served it. Both references keep a
-  character-level tree per replica; the table gives the same longest-match answer at
-  block granularity, costs O(blocks) per request with no tree walking or rebalancing, and
-  its memory bound is a plain entry count (``max_blocks``, 100k ≈ 10 MB).
-* **Longest match wins.** A replica's match depth is the deepest block it owns among the
-  prompt's blocks; since a chain hash implies every block before it, that replica has
-  seen the whole prefix up to there even where a shallower block was since overwritten
-  by another replica. Any match of one block or more counts (Ray requires a 10% match
-  rate, SGLang 50%), because the cold path below sends the prompt to the home of its
-  first block anyway: a shallow match is never worse than no match.
+  names the whole prefix up to it, as vLLM names its KV blocks. A bounded LRU table
+  (:class:`PrefixTable`) maps block hash → the replica that holds it. Both references
+  keep a character-level tree per replica; the table gives the same longest-match answer
+  at block granularity, costs O(blocks) per request (about 75 µs for a 16k-character
+  prompt, hashing included) with no tree to walk or rebalance, and its memory bound is a
+  plain entry count (``max_blocks``; 100k entries ≈ 14 MB).
+* **Longest match wins.** A replica's match depth is the deepest of the prompt's blocks
+  it owns; since a chain hash implies every block before it, that replica has seen the
+  whole prefix up to there, even where a shallower, shared block is owned by another
+  replica. Any match of one block or more counts (Ray requires a 10% match rate, SGLang
+  50%), because the cold path below sends the prompt to the home of its first block
+  anyway: a shallow match is never worse than no match.
 * **Cold prefixes: consistent hashing on the first block.** With no match, the first
-  block's hash picks a replica on a hash ring (virtual nodes) instead of "the replica
-  with the smallest tree" of both references. So conversations sharing a system prompt
-  meet on one replica before anything is cached, two gateways agree without talking, and
-  adding or removing a replica moves only its share of cold prefixes.
+  block's stable hash picks a replica on a hash ring (virtual nodes) instead of "the
+  replica with the smallest tree" of both references. So conversations sharing a system
+  prompt meet on one replica before anything is cached, two gateways agree without
+  talking, and adding or removing a replica moves only its share of cold prefixes.
 * **A load bound instead of an imbalance switch.** Both references turn affinity off
-  for everyone when the most and least loaded replica differ by more than a threshold.
+  for everyone when the most and least loaded replicas differ by more than a threshold.
   Here a replica simply may not take a request that would put it above
-  ``ceil(1.25 × (in flight + 1) / n) + slack`` (:class:`~._load.LoadBound`; consistent
+  ``ceil(1.25 × (in flight + 1) / n) + slack`` (:class:`~._load.LoadBound`, consistent
   hashing with bounded loads): affinity stays on for every request whose home has room,
-  and a burst on one system prompt spills only its overflow. An affine replica that is
-  full sends the request to the less loaded of two random admitted replicas; a cold
-  prefix whose ring home is full walks on to the next replica on the ring.
+  and a burst on one system prompt spills only its overflow. When every replica holding
+  the prefix is full the request goes to the less loaded of two random admitted
+  replicas; a cold prefix whose ring home is full walks on to the next one on the ring.
 * **Short prompts** (under one block: nothing worth caching) go to the less loaded of two
   random admitted replicas, as with ``least_outstanding``.
 * **What is recorded, when.** :meth:`PrefixAffinityPolicy.on_request_start` records the
-  prompt's blocks for the chosen replica (a failover's retry records them again for the
-  replica that actually served it). Blocks are written deepest first, so a prompt's
-  shallow blocks — the ones shared with other conversations — are the most recently used
-  and the last evicted, as vLLM evicts the tail blocks of a sequence before its head. The
-  generated answer is not recorded: it arrives as the next turn's prompt anyway.
-  A replica that leaves the routable set loses its entries at once.
+  prompt's blocks for the chosen replica. A block keeps its first owner while that
+  replica is routable (:meth:`PrefixTable.record` says why); a replica that leaves the
+  routable set loses its entries at once, and one that fails a request loses that
+  prompt's blocks, so the replica that serves the retry can claim them. Blocks are written deepest first, so a
+  prompt's shallow blocks, the ones shared with other conversations, are the most
+  recently used and the last evicted, as vLLM evicts a sequence's tail blocks before its
+  head. The generated answer is not recorded: it comes back as the next turn's prompt.
 """
 
 from __future__ import annotations
@@ -81,11 +83,21 @@ class PrefixTable:
         return len(self._owners)
 
     def record(self, blocks: Sequence[int], replica_id: str) -> None:
-        """``replica_id`` now holds ``blocks`` (a prompt's chain hashes, in order)."""
+        """``replica_id`` served a prompt of ``blocks`` (its chain hashes, in order).
+
+        Blocks new to the table become ``replica_id``'s; blocks already owned keep their
+        owner and only become recently used. The first holder of a shared prefix still
+        has it cached, and keeping it as the owner means a burst that spills a few
+        conversations elsewhere does not drag the prefix's home along with them: later
+        conversations return to the original home as soon as it has room, and each
+        spilled conversation still follows its own, deeper blocks.
+        """
         owners = self._owners
         for block in reversed(blocks):  # deepest first: the head ends most recently used
-            owners[block] = replica_id
-            owners.move_to_end(block)
+            if block in owners:
+                owners.move_to_end(block)
+            else:
+                owners[block] = replica_id
         while len(owners) > self._max_blocks:
             owners.popitem(last=False)
 
@@ -99,6 +111,13 @@ class PrefixTable:
             if owner is not None:
                 depths[owner] = position
         return depths
+
+    def disown(self, blocks: Sequence[int], replica_id: str) -> None:
+        """Drop those of ``blocks`` that ``replica_id`` owns (it failed to serve them)."""
+        owners = self._owners
+        for block in blocks:
+            if owners.get(block) == replica_id:
+                del owners[block]
 
     def forget(self, replica_ids: Collection[str]) -> None:
         """Drop every block owned by one of ``replica_ids`` (O(table); on removal only)."""
@@ -178,6 +197,10 @@ class PrefixAffinityPolicy(RoutingPolicy):
         if blocks:
             self._table.record(blocks, endpoint.id)
             self._recorded.add(endpoint.id)
+
+    def on_request_end(self, endpoint: Endpoint, request: RoutingRequest, *, ok: bool) -> None:
+        if not ok:  # it may never have cached the prompt; let the retry's replica claim it
+            self._table.disown(self._blocks(request.prefix), endpoint.id)
 
     def on_replicas_changed(self, endpoints: Sequence[Endpoint]) -> None:
         replica_ids = frozenset(endpoint.id for endpoint in endpoints)

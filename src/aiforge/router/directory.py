@@ -9,17 +9,21 @@ throughput (the controller reads them to drain replicas and for ``aiforge status
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from aiforge.router.base import Endpoint, RoutingPolicy, RoutingRequest
-from aiforge.router.registry import make_policy
+from aiforge.router.registry import UnknownPolicyError, make_policy
 
 __all__ = ["DeploymentRoute", "DeploymentRouter", "ReplicaDirectory", "RoutableReplica"]
 
+log = logging.getLogger(__name__)
+
 Clock = Callable[[], float]
+FALLBACK_POLICY = "least_outstanding"
 THROUGHPUT_WINDOW_S = 30.0
 UNREACHABLE_FOR_S = 5.0
 """How long an endpoint the gateway could not reach is skipped, unless the controller
@@ -47,6 +51,16 @@ class DeploymentRoute:
     replicas: tuple[RoutableReplica, ...] = ()
     projects: frozenset[str] | None = None
     """Projects that may use it; None: every project."""
+
+
+def _policy(name: str) -> RoutingPolicy:
+    """The policy called ``name``; an unknown name (a spec stored by a newer version) routes
+    by least outstanding requests rather than not at all."""
+    try:
+        return make_policy(name)
+    except UnknownPolicyError:
+        log.warning("unknown routing policy %r: using %s", name, FALLBACK_POLICY)
+        return make_policy(FALLBACK_POLICY)
 
 
 class _Throughput:
@@ -79,7 +93,7 @@ class DeploymentRouter:
     def __init__(self, route: DeploymentRoute, clock: Clock) -> None:
         self.name = route.name
         self.policy_name = route.policy
-        self.policy: RoutingPolicy = make_policy(route.policy)
+        self.policy: RoutingPolicy = _policy(route.policy)
         self.projects = route.projects
         self._clock = clock
         self._endpoints: dict[str, Endpoint] = {}
@@ -96,7 +110,7 @@ class DeploymentRouter:
             return
         self._route = route
         if route.policy != self.policy_name:
-            self.policy_name, self.policy = route.policy, make_policy(route.policy)
+            self.policy_name, self.policy = route.policy, _policy(route.policy)
         self.projects = route.projects
         endpoints: dict[str, Endpoint] = {}
         for replica in route.replicas:

@@ -1,4 +1,4 @@
-"""OpenAI's error envelope for the admin API.
+"""OpenAI's error envelope for the admin API (the one :class:`OpenAIError` type).
 
 Every admin router is built with :class:`EnvelopeRoute`, so platform refusals, auth
 failures and validation errors leave as ``{"error": {"message", "type", "param", "code"}}``
@@ -12,10 +12,9 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
-from aiforge.types import AuthError
+from aiforge.gateway.errors import error_response
 from aiforge.platform.domain.errors import (
     Conflict,
     Forbidden,
@@ -23,6 +22,8 @@ from aiforge.platform.domain.errors import (
     NotFound,
     PlatformError,
 )
+from aiforge.protocol.openai.errors import OpenAIError
+from aiforge.types import AuthError
 
 _STATUS_AND_TYPE: tuple[tuple[type[PlatformError], int, str], ...] = (
     (NotFound, 404, "invalid_request_error"),
@@ -32,46 +33,31 @@ _STATUS_AND_TYPE: tuple[tuple[type[PlatformError], int, str], ...] = (
 )
 
 
-def error_body(
-    message: str, *, type_: str, param: str | None = None, code: str | None = None
-) -> dict[str, Any]:
-    """OpenAI's error envelope."""
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+def platform_error(error: PlatformError) -> OpenAIError:
+    for cls, status, type_ in _STATUS_AND_TYPE:
+        if isinstance(error, cls):
+            return OpenAIError(
+                error.message, status_code=status, type=type_, param=error.param, code=error.code
+            )
+    return OpenAIError(error.message, param=error.param, code=error.code)
 
 
-def error_response(
-    status: int, message: str, *, type_: str, param: str | None = None, code: str | None = None
-) -> JSONResponse:
-    return JSONResponse(
-        error_body(message, type_=type_, param=param, code=code), status_code=status
+def auth_error(error: AuthError) -> OpenAIError:
+    type_ = "permission_error" if error.status == 403 else "invalid_request_error"
+    headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+    return OpenAIError(
+        error.message, status_code=error.status, type=type_, code=error.code, headers=headers
     )
 
 
-def platform_error_response(error: PlatformError) -> JSONResponse:
-    for cls, status, type_ in _STATUS_AND_TYPE:
-        if isinstance(error, cls):
-            return error_response(
-                status, error.message, type_=type_, param=error.param, code=error.code
-            )
-    return error_response(400, error.message, type_="invalid_request_error", code=error.code)
-
-
-def auth_error_response(error: AuthError) -> JSONResponse:
-    type_ = "permission_error" if error.status == 403 else "invalid_request_error"
-    response = error_response(error.status, error.message, type_=type_, code=error.code)
-    if error.status == 401:
-        response.headers["WWW-Authenticate"] = "Bearer"
-    return response
-
-
-def validation_error_response(error: RequestValidationError) -> JSONResponse:
+def validation_error(error: RequestValidationError) -> OpenAIError:
     first = error.errors()[0] if error.errors() else {}
     location = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
     param = ".".join(location) or None
     message = str(first.get("msg", "invalid request"))
     if param:
         message = f"{param}: {message}"
-    return error_response(400, message, type_="invalid_request_error", param=param, code=None)
+    return OpenAIError(message, param=param)
 
 
 class EnvelopeRoute(APIRoute):
@@ -84,11 +70,11 @@ class EnvelopeRoute(APIRoute):
             try:
                 return await handler(request)
             except PlatformError as error:
-                return platform_error_response(error)
+                return error_response(platform_error(error))
             except AuthError as error:
-                return auth_error_response(error)
+                return error_response(auth_error(error))
             except RequestValidationError as error:
-                return validation_error_response(error)
+                return error_response(validation_error(error))
 
         return envelope_handler
 

@@ -1,8 +1,8 @@
 """Hashes for routing: a consistent-hash ring, stable keys, and chain-hashed prefix blocks.
 
-Ring points and keys are BLAKE2b, not Python's :func:`hash`: the built-in is salted per process
-(``PYTHONHASHSEED``), so two gateways, or one gateway before and after a restart, would
-send the same session or system prompt to different replicas. A stable hash makes every
+Ring points and keys are BLAKE2b, not Python's :func:`hash`: the built-in is salted per
+process (``PYTHONHASHSEED``), so two gateways, or one gateway before and after a restart,
+would send the same session or system prompt to different replicas. A stable hash makes every
 router that sees the same replicas agree on a key's home, and makes tests deterministic.
 Only :func:`chain_hashes`, which never leave the process, trade that for speed.
 """

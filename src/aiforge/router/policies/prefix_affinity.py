@@ -43,10 +43,11 @@ and the cache-aware policy of SGLang's router; where they differ from this modul
   prompt's blocks for the chosen replica. A block keeps its first owner while that
   replica is routable (:meth:`PrefixTable.record` says why); a replica that leaves the
   routable set loses its entries at once, and one that fails a request loses that
-  prompt's blocks, so the replica that serves the retry can claim them. Blocks are written deepest first, so a
-  prompt's shallow blocks, the ones shared with other conversations, are the most
-  recently used and the last evicted, as vLLM evicts a sequence's tail blocks before its
-  head. The generated answer is not recorded: it comes back as the next turn's prompt.
+  prompt's blocks, so the replica that serves the retry can claim them. Blocks are
+  written deepest first, so a prompt's shallow blocks, the ones shared with other
+  conversations, are the most recently used and the last evicted, as vLLM evicts a
+  sequence's tail blocks before its head. The generated answer is not recorded: it comes
+  back as the next turn's prompt.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from pathlib import Path
 import httpx
 import openai
 
-from aiforge.cluster.runtimes.local import LocalReplicaProcess, LocalRuntime
+from aiforge.cluster.runtimes.local import LocalReplicaProcess, start_replica_process
 from aiforge.config import Settings
 from aiforge.engines.base import ReplicaSpec
 from aiforge.engines.registry import make_engine
@@ -142,11 +142,10 @@ async def start_replica(
         threads=threads,
         load_format="dummy" if engine_name == "vllm" else None,
     )
-    runtime = LocalRuntime(settings.data_dir / "logs")
-    return await runtime.start(
+    return await start_replica_process(
         engine.launch_plan(spec), replica_id=engine_name, url=f"http://127.0.0.1:{port}",
-        progress=say,
-    )
+        log_dir=settings.data_dir / "logs", progress=say,
+    )  # fmt: skip
 
 
 @contextmanager

@@ -30,7 +30,7 @@ from typing import Any
 import openai
 import pytest
 
-from aiforge.cluster.runtimes.local import LocalReplicaProcess, LocalRuntime
+from aiforge.cluster.runtimes.local import LocalReplicaProcess, start_replica_process
 from aiforge.config import Settings
 from aiforge.engines.base import ReplicaSpec
 from aiforge.engines.vllm import TINY_VLLM_OVERRIDES, VllmEngine
@@ -93,10 +93,16 @@ def replica(
         max_model_len=2048,
     )
     plan = engine.launch_plan(spec)
-    runtime = LocalRuntime(tmp_path_factory.mktemp("vllm-logs"), progress_every_s=30.0)
+    log_dir = tmp_path_factory.mktemp("vllm-logs")
     started = time.monotonic()
     process = asyncio.run(
-        runtime.start(plan, replica_id="vllm-0", url=f"http://127.0.0.1:{port}", progress=print)
+        start_replica_process(
+            plan,
+            replica_id="vllm-0",
+            url=f"http://127.0.0.1:{port}",
+            log_dir=log_dir,
+            progress=print,
+        )
     )
     print(f"vLLM replica healthy after {time.monotonic() - started:.0f} s")
     try:

@@ -102,6 +102,9 @@ def deploy(
 ) -> None:
     """Deploy a model, or replace the spec of the deployment with that name.
 
+    The options are the whole spec: what you leave out takes its default. Follow the
+    replicas coming up with `aiforge status --watch`.
+
     Examples:
 
       aiforge deploy demo
@@ -135,7 +138,7 @@ def deploy(
         f"deployment {spec.name!r} {data['result']}: {spec.model}, engine {spec.engine}, "
         f"{spec.replicas} replica(s), policy {spec.policy}"
     )
-    typer.echo("follow it with: aiforge status --watch")
+    typer.echo("follow its replicas with: aiforge status --watch")
 
 
 def _labels(pairs: list[str]) -> dict[str, str]:
@@ -228,10 +231,11 @@ def apply(
           model: Qwen/Qwen3-0.6B
           replicas: 2
           policy: prefix_affinity
-          engine_args: ["--enable-prefix-caching"]
+          engine_args: --enable-prefix-caching
         - name: embed
           model: Qwen/Qwen3-Embedding-0.6B
-          projects: [proj_0123456789abcdef]
+          projects:
+            - proj_0123456789abcdef
 
     Prints what happened to each deployment: created, updated, unchanged (or deleted,
     with --prune).

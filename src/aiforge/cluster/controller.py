@@ -20,6 +20,7 @@ is never on the request path (Ray Serve's controller is the model).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -43,11 +44,13 @@ from aiforge.cluster.reconcile import (
     observe_probe,
     observe_started,
     plan_actions,
+    replica_age,
     stopped,
 )
 from aiforge.cluster.replicas import Replica, ReplicaState
 from aiforge.cluster.runtimes.base import ReplicaProbe, ReplicaStartError, Runtime
 from aiforge.cluster.sources import DeploymentSource
+from aiforge.engines.registry import ENGINE_NAMES, engine_class
 from aiforge.router.directory import DeploymentRoute, ReplicaDirectory, RoutableReplica
 
 __all__ = ["Controller", "ControllerConfig", "SettleError"]
@@ -125,10 +128,8 @@ class Controller:
                 await self.reconcile_once()
             except Exception:  # a bug in one tick must not stop the fleet's supervision
                 logger.exception("reconcile failed")
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout=self.config.tick_s)
-            except TimeoutError:
-                pass
 
     def wake(self) -> None:
         """Desired state changed: reconcile now rather than at the next tick."""
@@ -202,9 +203,7 @@ class Controller:
             self._stop_process(replica.id)
 
     def _loads(self) -> dict[str, int]:
-        return {
-            r.id: self.directory.in_flight(r.deployment, r.id) for r in self._replicas.values()
-        }
+        return {r.id: self.directory.in_flight(r.deployment, r.id) for r in self._replicas.values()}
 
     # -- actions ---------------------------------------------------------------------------
 
@@ -293,9 +292,7 @@ class Controller:
             )
         self.wake()
 
-    async def _stop(
-        self, replica_id: str, previous: tuple[str, asyncio.Task[None]] | None
-    ) -> None:
+    async def _stop(self, replica_id: str, previous: tuple[str, asyncio.Task[None]] | None) -> None:
         if previous is not None:
             await asyncio.wait([previous[1]])
         try:
@@ -310,7 +307,7 @@ class Controller:
         gateway keeps counting their in-flight requests), and so does an undeployed
         deployment while it drains, visible to no project."""
         by_deployment: dict[str, list[Replica]] = {}
-        for replica in sorted(self._replicas.values(), key=_age):
+        for replica in sorted(self._replicas.values(), key=replica_age):
             if replica.state != S.STOPPED:
                 by_deployment.setdefault(replica.deployment, []).append(replica)
         for name in [n for n in self._known if n not in self._desired]:
@@ -338,24 +335,33 @@ class Controller:
                 in_flight=self.directory.in_flight(deployment, r.id),
                 tokens_per_s=self.directory.tokens_per_s(deployment, r.id),
             )
-            for r in sorted(self._replicas.values(), key=_age)
+            for r in sorted(self._replicas.values(), key=replica_age)
             if r.deployment == deployment
         ]
 
     def status(self) -> list[dict[str, object]]:
-        """Every deployment (desired, or undeployed and still draining) with its replicas."""
+        """Every deployment (desired, or undeployed and still draining) with its replicas,
+        shaped like the admin API's deployment (``name``, ``spec``, ``revision``,
+        ``ready_replicas``, ``replicas``) plus ``undeployed``."""
         out: list[dict[str, object]] = []
         for name in sorted(self._desired.keys() | self._known.keys()):
             spec = self._desired.get(name) or self._known[name]
-            entry: dict[str, object] = {**spec.to_dict(), "revision": spec.revision()}
-            entry["undeployed"] = name not in self._desired
-            entry["replicas"] = self.replicas_of(name)
-            out.append(entry)
+            replicas = self.replicas_of(name)
+            out.append(
+                {
+                    "name": name,
+                    "spec": spec.to_dict(),
+                    "revision": spec.revision(),
+                    "ready_replicas": sum(1 for r in replicas if r["state"] == "ready"),
+                    "replicas": replicas,
+                    "undeployed": name not in self._desired,
+                }
+            )
         return out
 
     def records(self) -> list[Replica]:
         """The replica records, oldest first (read-only copies would cost; do not mutate)."""
-        return sorted(self._replicas.values(), key=_age)
+        return sorted(self._replicas.values(), key=replica_age)
 
     # -- start-up and shutdown -------------------------------------------------------------
 
@@ -388,10 +394,8 @@ class Controller:
                 progress(f"waiting for {'; '.join(waiting)}")
                 report_at = now + self.config.settle_report_every_s
             tick = self._tick
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(tick.wait(), timeout=min(deadline, report_at) - now)
-            except TimeoutError:
-                pass
 
     def _unsettled(self, names: Sequence[str] | None) -> list[str]:
         waiting = []
@@ -417,7 +421,7 @@ class Controller:
             if ready == 0:
                 raise SettleError(f"deployment {spec.name} cannot start: {failed[0].last_error}")
             return ""
-        states = ", ".join(f"{r.id} {r.state.value}" for r in sorted(current, key=_age))
+        states = ", ".join(f"{r.id} {r.state.value}" for r in sorted(current, key=replica_age))
         return f"{spec.name}: {ready}/{target} ready ({states or 'none yet'})"
 
     async def shutdown(self, grace_s: float) -> None:
@@ -431,8 +435,11 @@ class Controller:
             self._publish()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace_s
-        while loop.time() < deadline and any(self._loads().values()):
-            await asyncio.sleep(0.05)
+        while any(self._loads().values()):  # the gateway's in-flight requests finish
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            await asyncio.sleep(min(0.05, remaining))
         async with self._lock:
             now = self._clock()
             for replica in list(self._replicas.values()):
@@ -441,10 +448,14 @@ class Controller:
                     if not replica.external:
                         self._stop_process(replica.id)
             self._publish()
-        tasks = [task for _, task in self._tasks.values()]
+        await self.wait_for_tasks()
+        await self._prober.aclose()
+
+    async def wait_for_tasks(self) -> None:
+        """Wait until the starts and stops in flight now have finished (tests, shutdown)."""
+        tasks = [task for _, task in self._tasks.values() if not task.done()]
         if tasks:
             await asyncio.wait(tasks)
-        await self._prober.aclose()
 
     def _say(self, line: str) -> None:
         if self._progress is not None:
@@ -474,12 +485,6 @@ def _routable(replica: Replica) -> RoutableReplica:
     return RoutableReplica(replica.id, url, replica.state.value, replica.dialect, replica.node)
 
 
-def _age(replica: Replica) -> tuple[float, str]:
-    return (replica.created_at, replica.id)
-
-
 def _dialect_of(engine: str) -> str:
     """The dialect an external replica speaks, from the engine its spec names."""
-    from aiforge.engines.registry import ENGINE_NAMES, engine_class
-
     return engine_class(engine).dialect if engine in ENGINE_NAMES else "openai"

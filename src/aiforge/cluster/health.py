@@ -6,13 +6,20 @@ A check never raises for an unreachable replica: it answers ``(healthy, detail)`
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import httpx
 
 from aiforge.cluster.runtimes.base import ReplicaProbe
 
-__all__ = ["EndpointProber", "HttpEndpointProber", "check_health"]
+__all__ = ["EndpointProber", "HttpEndpointProber", "check_health", "endpoint_base"]
 
 DEFAULT_HEALTH_PATH = "/health"
+
+
+def endpoint_base(url: str) -> str:
+    """A replica's base URL as the gateway and the prober want it: no ``/v1``, no slash."""
+    return url.rstrip("/").removesuffix("/v1")
 
 
 async def check_health(client: httpx.AsyncClient, url: str) -> tuple[bool, str]:
@@ -26,17 +33,17 @@ async def check_health(client: httpx.AsyncClient, url: str) -> tuple[bool, str]:
     return False, f"health {response.status_code}"
 
 
-class EndpointProber:
+class EndpointProber(Protocol):
     """How the controller looks at an external replica (a seam: tests pass a fake)."""
 
     async def probe(self, url: str) -> ReplicaProbe:
-        raise NotImplementedError
+        """Never raises for an unreachable replica."""
 
     async def aclose(self) -> None:
         """Release connections."""
 
 
-class HttpEndpointProber(EndpointProber):
+class HttpEndpointProber:
     """Probes ``<url>/health`` over HTTP. ``alive`` means it answered at all."""
 
     def __init__(
@@ -50,7 +57,7 @@ class HttpEndpointProber(EndpointProber):
         self._client = httpx.AsyncClient(timeout=timeout_s, transport=transport)
 
     async def probe(self, url: str) -> ReplicaProbe:
-        healthy, detail = await check_health(self._client, url.rstrip("/") + self.health_path)
+        healthy, detail = await check_health(self._client, endpoint_base(url) + self.health_path)
         alive = healthy or detail.startswith("health ")
         return ReplicaProbe(alive=alive, healthy=healthy, detail=detail)
 

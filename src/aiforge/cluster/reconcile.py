@@ -33,6 +33,7 @@ next plan asks for nothing more. The rules it follows:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -56,6 +57,7 @@ __all__ = [
     "observe_probe",
     "observe_started",
     "plan_actions",
+    "replica_age",
     "stopped",
 ]
 
@@ -279,9 +281,7 @@ def _observe_serving(
     if replica.state == S.READY:
         if failures < config.unhealthy_after:
             return Transition(replace(replica, health_failures=failures))
-        updated = replace(
-            replica, state=S.UNHEALTHY, health_failures=failures, unhealthy_since=now
-        )
+        updated = replace(replica, state=S.UNHEALTHY, health_failures=failures, unhealthy_since=now)
         event = f"replica {replica.id}: unhealthy ({probe.detail or 'health check failed'})"
         return Transition(updated, event + "; not routed")
     since = replica.unhealthy_since if replica.unhealthy_since is not None else now
@@ -299,7 +299,9 @@ def _observe_endpoint(
         return Transition(replica)
     if probe.healthy:
         if replica.state == S.READY:
-            return Transition(replace(replica, health_failures=0) if replica.health_failures else replica)
+            return Transition(
+                replace(replica, health_failures=0) if replica.health_failures else replica
+            )
         updated = replace(
             replica, state=S.READY, ready_at=now, health_failures=0, unhealthy_since=None,
             started_at=replica.started_at if replica.started_at is not None else now,
@@ -311,9 +313,7 @@ def _observe_endpoint(
         return Transition(replace(replica, health_failures=failures))
     updated = replace(replica, state=S.UNHEALTHY, health_failures=failures, unhealthy_since=now)
     detail = probe.detail or "health check failed"
-    return Transition(
-        updated, f"replica {replica.id}: endpoint {replica.url} unhealthy ({detail})"
-    )
+    return Transition(updated, f"replica {replica.id}: endpoint {replica.url} unhealthy ({detail})")
 
 
 def draining(replica: Replica, *, now: float) -> Replica:
@@ -344,6 +344,7 @@ def _last_line(text: str) -> str:
 
 # -- planning ------------------------------------------------------------------------------
 
+_TRAILING_NUMBER = re.compile(r"\d+$")
 _TAKE_OUT_ORDER = {S.FAILED: 0, S.PENDING: 1, S.STARTING: 2, S.UNHEALTHY: 3, S.READY: 4}
 """Scale-down victims, cheapest first: what serves nothing goes before what serves."""
 
@@ -363,7 +364,7 @@ def plan_actions(
     """
     specs = {spec.name: spec for spec in desired}
     records: dict[str, list[Replica]] = {}
-    for replica in sorted(replicas, key=_age):
+    for replica in sorted(replicas, key=replica_age):
         records.setdefault(replica.deployment, []).append(replica)
     actions: list[Action] = []
     for name in sorted(specs.keys() | records.keys()):
@@ -375,7 +376,7 @@ def plan_actions(
             actions += _plan_endpoints(spec, active, loads, config)
         else:
             actions += _plan_managed(spec, active, loads, now=now, config=config)
-    for replica in sorted(replicas, key=_age):
+    for replica in sorted(replicas, key=replica_age):
         actions += _plan_leaving(replica, loads, now=now, config=config)
     return actions
 
@@ -472,14 +473,17 @@ def _ready(replicas: Iterable[Replica]) -> int:
     return sum(1 for r in replicas if r.state == S.READY)
 
 
-def _age(replica: Replica) -> tuple[float, str]:
-    return (replica.created_at, replica.id)
+def replica_age(replica: Replica) -> tuple[float, int, str]:
+    """Oldest first: creation time, then the id's number (``demo-9`` before ``demo-10``)."""
+    number = _TRAILING_NUMBER.search(replica.id)
+    return (replica.created_at, int(number.group()) if number else -1, replica.id)
 
 
-def _drain_rank(replica: Replica, loads: Mapping[str, int]) -> tuple[int, float, str]:
+def _drain_rank(replica: Replica, loads: Mapping[str, int]) -> tuple[int, float, int, str]:
     """Fewest requests in flight first, then the newest (it has the least warm cache)."""
-    return (loads.get(replica.id, 0), -replica.created_at, replica.id)
+    created, number, _ = replica_age(replica)
+    return (loads.get(replica.id, 0), -created, -number, replica.id)
 
 
-def _take_out_rank(replica: Replica, loads: Mapping[str, int]) -> tuple[int, int, float, str]:
+def _take_out_rank(replica: Replica, loads: Mapping[str, int]) -> tuple[int, int, float, int, str]:
     return (_TAKE_OUT_ORDER.get(replica.state, 5), *_drain_rank(replica, loads))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,8 +83,9 @@ class PlatformRuntime:
 
     def attach_control_plane(self, control_plane: ControlPlane) -> None:
         """Connect the controller (built after the platform): every deployment change wakes
-        it, and the admin API shows the replicas it runs."""
-        self.deployments.on_change = control_plane.wake
+        it, and the admin API shows the replicas it runs. Called on the controller's event
+        loop, ``wake`` is always run on that loop, whichever thread made the change."""
+        self.deployments.on_change = _on_loop_of_caller(control_plane.wake)
         self.live_replicas.control_plane = control_plane
 
     async def start(self) -> None:
@@ -150,6 +152,27 @@ def build_platform(settings: Settings) -> PlatformRuntime:
         live_replicas=live_replicas,
         routers=routers,
     )
+
+
+def _on_loop_of_caller(wake: Callable[[], None]) -> Callable[[], None]:
+    """``wake`` made safe to call from any thread: the admin routes run in FastAPI's thread
+    pool, while a controller's wake (an ``asyncio.Event``, say) belongs to its loop."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return wake
+
+    def call() -> None:
+        try:
+            on_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            wake()
+        elif not loop.is_closed():
+            loop.call_soon_threadsafe(wake)
+
+    return call
 
 
 def _pepper(settings: Settings) -> bytes:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import FakeControlPlane
+from deployments_support import FakeControlPlane
 from sqlalchemy import update
 
 from aiforge.cluster.deployments import DeploymentSpec, Placement
@@ -149,7 +152,7 @@ async def test_bad_changes_to_an_existing_deployment_are_refused(
 ) -> None:
     service = runtime.deployments
     service.create(CHAT)
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"replicas": None}, "replicas"),
         ({"replicas": 9}, "replicas"),
         ({"policy": "nope"}, "policy"),
@@ -181,9 +184,14 @@ async def test_a_row_this_version_cannot_read_is_skipped_not_fatal(
     runtime.deployments.create(DeploymentSpec(name="demo", model="demo"))
     with runtime.sessions.begin() as session:
         session.execute(
-            update(DeploymentRow).where(DeploymentRow.name == "demo").values(engine_args={"not": "a list"})
+            update(DeploymentRow)
+            .where(DeploymentRow.name == "demo")
+            .values(engine_args={"not": "a list"})
         )
     assert await runtime.deployments.list_deployments() == [CHAT]
+    demo = DeploymentSpec(name="demo", model="demo")
+    assert runtime.deployments.apply(demo)[0] is ApplyResult.UPDATED  # applying repairs it
+    assert await runtime.deployments.list_deployments() == [CHAT, demo]
 
 
 async def test_without_a_control_plane_changes_are_stored_all_the_same(
@@ -192,3 +200,19 @@ async def test_without_a_control_plane_changes_are_stored_all_the_same(
     assert isinstance(runtime.deployments, DeploymentService)
     runtime.deployments.create(CHAT)  # on_change defaults to doing nothing
     assert runtime.deployments.get(CHAT.name).generation == 1
+
+
+async def test_a_change_made_in_a_worker_thread_wakes_the_controller_on_its_loop(
+    runtime: PlatformRuntime,
+) -> None:
+    woken_on: list[int] = []
+
+    class LoopBoundPlane(FakeControlPlane):
+        def wake(self) -> None:
+            woken_on.append(threading.get_ident())
+
+    runtime.attach_control_plane(LoopBoundPlane())  # attached on the loop, like the controller
+    await asyncio.to_thread(runtime.deployments.create, CHAT)  # as an admin route does
+    await asyncio.sleep(0)
+    runtime.deployments.scale(CHAT.name, 3)  # on the loop itself: called directly
+    assert woken_on == [threading.get_ident()] * 2

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import ServedPlatform
+from deployments_support import ServedPlatform
 
-from aiforge.cluster.deployments import DeploymentSpec
+from aiforge.platform.deployments import spec_from_mapping
 
 QWEN = "Qwen/Qwen3-0.6B"
 BODY: dict[str, Any] = {
@@ -203,11 +203,5 @@ async def test_only_platform_admins_manage_deployments(served: ServedPlatform) -
         assert error["type"] == "permission_error"
         assert "platform admin" in error["message"]
     assert_error(await http.get("/admin/v1/deployments"), 401)
-    assert served.runtime.deployments.get(QWEN).spec == DeploymentSpec(
-        name=QWEN,
-        model=QWEN,
-        replicas=2,
-        policy="prefix_affinity",
-        engine_args=("--enable-prefix-caching",),
-        placement=served.runtime.deployments.get(QWEN).spec.placement,
-    )
+    assert served.runtime.deployments.get(QWEN).spec == spec_from_mapping(BODY)
+    assert served.control_plane.wakes == 1

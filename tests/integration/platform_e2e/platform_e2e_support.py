@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
-from aiforge.cluster.runtimes.local import LocalReplicaProcess, LocalRuntime
+from aiforge.cluster.runtimes.local import LocalReplicaProcess, start_replica_process
 from aiforge.engines.base import ReplicaSpec
 from aiforge.engines.transformers.launcher import TransformersEngine
 from aiforge.platform.db.engine import make_engine
@@ -50,9 +50,10 @@ def running_replica(
     )  # fmt: skip
     plan = TransformersEngine(max_num_seqs=max_num_seqs).launch_plan(spec)
     url = f"http://127.0.0.1:{port}"
-    runtime = LocalRuntime(log_dir)
     process = asyncio.run(
-        runtime.start(plan, replica_id=f"{name}-{port}", url=url, progress=lambda _: None)
+        start_replica_process(
+            plan, replica_id=f"{name}-{port}", url=url, log_dir=log_dir, progress=lambda _: None
+        )
     )
     try:
         yield RunningReplica(url=url, model=name, process=process)

@@ -54,7 +54,10 @@ def test_engine_args_may_be_one_shell_quoted_string() -> None:
         ({"name": "x", "model": "demo", "projects": "proj_a"}, "projects"),
         ({"name": "x", "model": "demo", "placement": {"zone": "a"}}, "placement.zone"),
         ({"name": "x", "model": "demo", "placement": {"regions": "eu"}}, "placement.regions"),
-        ({"name": "x", "model": "demo", "placement": {"node_labels": {"a": 1}}}, "placement.node_labels"),
+        (
+            {"name": "x", "model": "demo", "placement": {"node_labels": {"a": 1}}},
+            "placement.node_labels",
+        ),
     ],
 )
 def test_wrong_types_and_unknown_fields_name_the_field(data: dict[str, object], param: str) -> None:

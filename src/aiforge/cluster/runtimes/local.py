@@ -47,6 +47,7 @@ __all__ = [
     "DEFAULT_STOP_GRACE_S",
     "LocalReplicaProcess",
     "LocalRuntime",
+    "Prepare",
     "ReplicaStartError",
     "read_log_tail",
     "reap_orphans",
@@ -145,10 +146,30 @@ def read_log_tail(path: Path, lines: int) -> str:
 # -- spawning ------------------------------------------------------------------------------
 
 
-def _die_with_parent() -> None:
-    """``preexec_fn``: ask the kernel to SIGKILL this child when its parent dies."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+def _load_prctl() -> Callable[..., int] | None:
+    if sys.platform != "linux":
+        return None
+    try:
+        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return prctl
+
+
+# Resolved once in the parent: the child, between fork and exec, must not load libraries.
+_PRCTL = _load_prctl()
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """A ``preexec_fn`` that asks the kernel to SIGKILL the child when its parent dies."""
+
+    def arm() -> None:
+        if _PRCTL is not None:
+            _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+            if os.getppid() != parent:  # the parent died before the signal was armed
+                os._exit(1)
+
+    return arm
 
 
 def spawn_replica(
@@ -174,7 +195,7 @@ def spawn_replica(
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            preexec_fn=_die_with_parent(os.getpid()) if _PRCTL is not None else None,
         )
     pidfile = _write_pidfile(run_dir, replica_id, process.pid, plan.argv) if run_dir else None
     return LocalReplicaProcess(
@@ -365,9 +386,7 @@ class LocalRuntime:
             raise ReplicaStartError(f"replica {replica_id} is already running")
         port = free_port()
         try:
-            prepared = await asyncio.to_thread(
-                self._prepare, spec, self.settings, port, progress
-            )
+            prepared = await asyncio.to_thread(self._prepare, spec, self.settings, port, progress)
         except ReplicaStartError:
             raise
         except Exception as exc:  # model source, engine selection: the user's to fix

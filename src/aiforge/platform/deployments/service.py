@@ -65,7 +65,8 @@ class DeploymentService:
     def __init__(self, uow: UnitOfWork, *, on_change: Callable[[], None] | None = None) -> None:
         self._uow = uow
         self.on_change: Callable[[], None] = on_change or _nothing
-        """Called after every committed change (set by ``attach_control_plane``)."""
+        """Called after every committed change, in the thread that made it (set, made
+        loop-safe, by :meth:`PlatformRuntime.attach_control_plane`)."""
 
     # -- the controller's view ------------------------------------------------------
     async def list_deployments(self) -> list[DeploymentSpec]:
@@ -119,7 +120,7 @@ class DeploymentService:
             if row is None:
                 result = ApplyResult.CREATED
                 row = repo.add_deployment(session, spec=checked, now=_now())
-            elif repo.spec_of(row) == checked:
+            elif _readable_spec(row) == checked:
                 result = ApplyResult.UNCHANGED
             else:
                 result = ApplyResult.UPDATED
@@ -179,6 +180,14 @@ def _stored(row: DeploymentRow) -> StoredDeployment:
         created_at=row.created_at,
         updated_at=row.updated_at,
     )
+
+
+def _readable_spec(row: DeploymentRow) -> DeploymentSpec | None:
+    """The row's spec, or None if this version cannot read it (applying replaces it)."""
+    try:
+        return repo.spec_of(row)
+    except DeploymentSpecError:
+        return None
 
 
 def _existing(session: Session, name: str, *, for_update: bool = False) -> DeploymentRow:

@@ -33,10 +33,10 @@ from pathlib import Path
 
 from aiforge.config import Settings
 from aiforge.gateway.access import Admission, Authenticator, DiscardUsage, OpenAccess, UsageSink
-from aiforge.types import Principal, UsageEvent
 from aiforge.platform.bootstrap import build_platform
 from aiforge.platform.limits import LimitAdmission, LimitPolicy, MemoryStore, RedisStore, Store
 from aiforge.platform.metering import UsageLedger
+from aiforge.types import Principal, UsageEvent
 
 POLICY = LimitPolicy(
     requests_per_minute=10_000_000,

@@ -123,7 +123,9 @@ def deployments(server: RemoteAiforgeServer) -> dict[str, dict[str, Any]]:
     return {d["name"]: d for d in items}
 
 
-def replicas(server: RemoteAiforgeServer, name: str, state: str | None = None) -> list[dict[str, Any]]:
+def replicas(
+    server: RemoteAiforgeServer, name: str, state: str | None = None
+) -> list[dict[str, Any]]:
     found = deployments(server)[name]["replicas"]
     return [r for r in found if state is None or r["state"] == state]
 
@@ -133,9 +135,11 @@ def settled(server: RemoteAiforgeServer, name: str, count: int, revision: str = 
     found = replicas(server, name)
     ready = [r for r in found if r["state"] == "ready" and revision in r["revision"]]
     others = [r for r in found if r["state"] not in ("ready", "stopped", "failed")]
-    return len(ready) == count and not others and len(found) - len(
-        [r for r in found if r["state"] == "stopped"]
-    ) == count
+    return (
+        len(ready) == count
+        and not others
+        and len(found) - len([r for r in found if r["state"] == "stopped"]) == count
+    )
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +177,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RemoteAiforgeSer
 """
         )
         out = cli(server, "apply", "-f", str(manifest))
-        assert CHAT_B in out and EMBED in out
+        assert CHAT_B in out
+        assert EMBED in out
         server.manifest = manifest  # type: ignore[attr-defined]
         wait_for(
             lambda: all(settled(server, n, c) for n, c in ((CHAT_A, 2), (CHAT_B, 1), (EMBED, 1))),
@@ -189,7 +194,8 @@ def test_three_deployments_listed_and_answering(fleet: RemoteAiforgeServer) -> N
         reply = client.chat.completions.create(
             model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=4
         )
-        assert reply.usage is not None and reply.usage.completion_tokens > 0
+        assert reply.usage is not None
+        assert reply.usage.completion_tokens > 0
     vectors = client.embeddings.create(model=EMBED, input=["a", "b"])
     assert len(vectors.data) == 2
     served_by = {
@@ -249,7 +255,9 @@ def test_sigkilled_replica_fails_only_its_streams_and_comes_back(
     assert all(f.content_chunks > 0 and "upstream_error" in f.error for f in failures), failures
     assert len(failures) <= STREAMS
     status = cli(fleet, "status")
-    assert victim["id"] in status and CHAT_B in status and EMBED in status
+    assert victim["id"] in status
+    assert CHAT_B in status
+    assert EMBED in status
 
     seen = [o.request_id for o in load.outcomes if o.request_id]
     assert len(seen) == len(load.outcomes)

@@ -235,16 +235,17 @@ async def _desired_state(
         return StaticDeployments([_model_spec(settings, options, None)])
     deployments = platform.deployments
     stored: list[DeploymentSpec] = await deployments.list_deployments()
+    name = ""
     if options.model_given or not stored:
         name = options.served_model_name or served_name(settings.model, settings)
         existing = next((spec for spec in stored if spec.name == name), None)
         spec = _model_spec(settings, options, existing)
-        outcome = await asyncio.to_thread(deployments.apply_spec, spec)
-        progress(f"deployment {spec.name}: {outcome}")
-    others = [spec.name for spec in stored if spec.name != (options.served_model_name or "")]
+        outcome, _ = await asyncio.to_thread(deployments.apply, spec)
+        progress(f"deployment {spec.name}: {outcome.value}")
+    others = sorted(spec.name for spec in stored if spec.name != name)
     if others:
-        progress(f"deployments in {settings.data_dir}: {', '.join(sorted(others))} "
-                 "(`aiforge undeploy NAME` removes one)")  # fmt: skip
+        progress(f"also serving the deployments stored in {settings.data_dir}: "
+                 f"{', '.join(others)} (`aiforge undeploy NAME` removes one)")  # fmt: skip
     return deployments  # type: ignore[no-any-return]
 
 

@@ -34,7 +34,6 @@ from aiforge.router.directory import ReplicaDirectory
 UPSTREAM_CONNECT_TIMEOUT_S = 5.0
 
 
-
 def create_app(
     settings: Settings,
     *,

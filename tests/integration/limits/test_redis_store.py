@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from aiforge.types import LimitExceeded, Principal
 from aiforge.platform.limits import BudgetUsage, LimitAdmission, LimitPolicy, RedisStore
 from aiforge.platform.limits.policy import UNLIMITED
+from aiforge.types import LimitExceeded, Principal
 
 pytestmark = pytest.mark.redis
 

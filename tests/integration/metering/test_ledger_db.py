@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, select
 
-from aiforge.types import GATEWAY_CRASHED, UsageEvent
 from aiforge.platform.db.engine import make_engine
 from aiforge.platform.db.migrate import upgrade_to_head
 from aiforge.platform.metering import UsageFilter, UsageLedger, UsageRecordRow
+from aiforge.types import GATEWAY_CRASHED, UsageEvent
 
 STARTED = datetime(2025, 6, 1, 12, tzinfo=UTC).timestamp()
 

@@ -11,11 +11,11 @@ import pytest
 from fastapi import FastAPI
 from typer.testing import CliRunner
 
-from aiforge.types import AuthError, Principal, UsageEvent
 from aiforge.platform.api.usage import build_usage_router
 from aiforge.platform.db.engine import make_engine
 from aiforge.platform.db.migrate import upgrade_to_head
 from aiforge.platform.metering import UsageLedger
+from aiforge.types import AuthError, Principal, UsageEvent
 
 DAY = datetime(2025, 7, 1, 9, tzinfo=UTC).timestamp()
 PRINCIPALS = {

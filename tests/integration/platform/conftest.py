@@ -11,10 +11,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from aiforge.cluster.replicas import ReplicaTable
 from aiforge.config import Settings
 from aiforge.gateway.app import create_app
 from aiforge.platform.bootstrap import PlatformRuntime, build_platform
+from aiforge.router.directory import ReplicaDirectory
 from aiforge.testing.server import running_app
 
 
@@ -43,7 +43,7 @@ async def admin(settings: Settings) -> AsyncIterator[AdminClient]:
     assert runtime.new_admin_key is not None
     app = create_app(
         settings,
-        replicas=ReplicaTable(),
+        directory=ReplicaDirectory(),
         authenticator=runtime.authenticator,
         admission=runtime.admission,
         usage_sink=runtime.usage_sink,

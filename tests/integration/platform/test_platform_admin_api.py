@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from aiforge.types import AuthError
 from aiforge.platform.limits.policy import LimitPolicy
+from aiforge.types import AuthError
 
 
 def bearer(token: str) -> str:

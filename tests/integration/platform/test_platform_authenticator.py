@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from aiforge.config import Settings
-from aiforge.types import AuthError
 from aiforge.platform.api.schemas import ApiKeyCreate
 from aiforge.platform.bootstrap import build_platform
 from aiforge.platform.services.authenticator import PlatformAuthenticator
+from aiforge.types import AuthError
 
 
 class FakeClock:

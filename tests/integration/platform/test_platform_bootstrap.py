@@ -13,7 +13,6 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import func, inspect, select
 
 from aiforge.config import Settings
-from aiforge.types import AuthError
 from aiforge.platform.api.schemas import ApiKeyCreate
 from aiforge.platform.bootstrap import PlatformRuntime, build_platform
 from aiforge.platform.db.engine import make_engine
@@ -25,6 +24,7 @@ from aiforge.platform.db.migrate import (
 )
 from aiforge.platform.db.tables import load_all_tables
 from aiforge.platform.db.tenancy import OrganizationRow
+from aiforge.types import AuthError
 
 CONFIGURED_KEY = "automation-admin-key-0123456789"
 

@@ -14,10 +14,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 
 from aiforge.config import Settings
-from aiforge.types import AuthError, LimitExceeded, Principal, Ticket, UsageEvent
 from aiforge.gateway.app import create_app
 from aiforge.testing.fleet import StaticFleet
 from aiforge.testing.server import running_app
+from aiforge.types import AuthError, LimitExceeded, Principal, Ticket, UsageEvent
 
 MODEL = "tiny"
 KEY = "sk-good"
@@ -169,5 +169,5 @@ async def gateway(tmp_path: Any) -> AsyncIterator[Gateway]:
                          authenticator=KeyAuth({KEY: PRINCIPAL}),
                          admission=admission, usage_sink=usage)  # fmt: skip
         async with running_app(app) as url:
-            yield Gateway(url=url, app=app, fleet=fleet, fleet_url=replica_url, replica_app=replica_app,
-                          admission=admission, usage=usage)  # fmt: skip
+            yield Gateway(url=url, app=app, fleet=fleet, fleet_url=replica_url,
+                          replica_app=replica_app, admission=admission, usage=usage)  # fmt: skip

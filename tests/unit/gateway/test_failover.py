@@ -101,7 +101,7 @@ async def test_a_stream_fails_over_before_its_first_event(gateway: Gateway, how:
 
 
 async def test_a_stream_broken_mid_way_ends_with_an_error_event(gateway: Gateway) -> None:
-    async with breaking_replica("mid_stream") as (url, seen):
+    async with breaking_replica("mid_stream") as (url, _seen):
         _use_broken_first(gateway, url)
         gateway.fleet.add(MODEL, "r0", gateway.fleet_url)
         body = {"model": MODEL, "prompt": "one two three", "stream": True}

@@ -9,8 +9,8 @@ import httpx
 import orjson
 from gateway_fakes import MODEL, Gateway, fake_replica
 
-from aiforge.types import LimitExceeded, Principal
 from aiforge.testing.server import free_port, running_app
+from aiforge.types import LimitExceeded, Principal
 
 
 def _sse_payloads(text: str) -> list[str]:

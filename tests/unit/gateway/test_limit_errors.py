@@ -6,11 +6,11 @@ import httpx
 import pytest
 from gateway_fakes import MODEL, Gateway
 
-from aiforge.types import LimitExceeded, Principal
 from aiforge.platform.limits.admission import LimitAdmission
 from aiforge.platform.limits.policy import LimitPolicy
 from aiforge.platform.limits.redis_store import RedisStore
 from aiforge.testing.server import free_port
+from aiforge.types import LimitExceeded, Principal
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,6 @@ from typing import Any
 import orjson
 import pytest
 
-from aiforge.protocol.openai.errors import OpenAIError
 from aiforge.gateway.metering import (
     StreamMeter,
     TokenUsage,
@@ -16,6 +15,7 @@ from aiforge.gateway.metering import (
     without_usage_member,
 )
 from aiforge.gateway.request import DEFAULT_COMPLETION_ESTIMATE, parse_request
+from aiforge.protocol.openai.errors import OpenAIError
 
 
 def _event(payload: Mapping[str, Any], sep: bytes = b"\n\n") -> bytes:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from aiforge.platform.domain.roles import Role
-from aiforge.types import Principal
 from aiforge.platform.api.deps import authorize_project
 from aiforge.platform.domain.access import (
     check_grant,
@@ -15,7 +13,8 @@ from aiforge.platform.domain.access import (
     require_platform_admin,
 )
 from aiforge.platform.domain.errors import Forbidden, NotFound
-from aiforge.platform.domain.roles import ROLES, can_grant, can_manage, parse_role
+from aiforge.platform.domain.roles import ROLES, Role, can_grant, can_manage, parse_role
+from aiforge.types import Principal
 
 
 def key(

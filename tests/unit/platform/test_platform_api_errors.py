@@ -11,10 +11,10 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
 from aiforge.cli.admin import parse_expiry
-from aiforge.types import AuthError, Principal
 from aiforge.platform.api.deps import CurrentPrincipal, authorize_project
 from aiforge.platform.api.errors import admin_router
 from aiforge.platform.domain.errors import Conflict
+from aiforge.types import AuthError, Principal
 
 OWNER = Principal(key_id="k", project_id="proj_a", organization_id="o", role="owner")
 VIEWER = Principal(key_id="v", project_id="proj_a", organization_id="o", role="viewer")

@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from aiforge.types import AuthError
 from aiforge.platform.domain.key_record import KeyRecord, key_status, resolve_token
 from aiforge.platform.domain.keys import (
     KEY_SCHEME,
@@ -19,6 +18,7 @@ from aiforge.platform.domain.keys import (
     lookup_prefix,
     verify_token,
 )
+from aiforge.types import AuthError
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 PEPPER = b"test-pepper"

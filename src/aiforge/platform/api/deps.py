@@ -14,8 +14,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from aiforge.gateway.access import Authenticator
-from aiforge.types import Principal
 from aiforge.platform.domain.access import check_project
+from aiforge.types import Principal
 
 
 def _authenticator(request: Request) -> Authenticator:

@@ -10,8 +10,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from aiforge.platform.domain.roles import Role
 from aiforge.platform.domain.key_record import KeyStatus
+from aiforge.platform.domain.roles import Role
 
 _NAME = Field(min_length=1, max_length=200)
 

@@ -13,11 +13,11 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel
 
-from aiforge.types import Principal
 from aiforge.platform.api.deps import CurrentPrincipal, authorize_project
 from aiforge.platform.api.errors import admin_router
 from aiforge.platform.metering.ledger import UsageLedger
 from aiforge.platform.metering.queries import GroupBy, UsageFilter, totals_csv
+from aiforge.types import Principal
 
 ERROR_RESPONSES: dict[int | str, dict[str, str]] = {
     400: {"description": "Invalid parameter (OpenAI error envelope)."},

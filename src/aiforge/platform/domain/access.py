@@ -7,10 +7,9 @@ as a resource that does not exist — so a caller cannot probe for ids.
 
 from __future__ import annotations
 
-from aiforge.platform.domain.roles import Role
-from aiforge.types import Principal
 from aiforge.platform.domain.errors import Forbidden, NotFound
-from aiforge.platform.domain.roles import can_grant, can_manage, parse_role
+from aiforge.platform.domain.roles import Role, can_grant, can_manage, parse_role
+from aiforge.types import Principal
 
 
 def check_project(principal: Principal, project_id: str, *, write: bool) -> None:

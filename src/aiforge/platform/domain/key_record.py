@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
+from aiforge.platform.domain.keys import verify_token
 from aiforge.platform.domain.roles import Role
 from aiforge.types import AuthError, Principal
-from aiforge.platform.domain.keys import verify_token
 
 KeyStatus = Literal["active", "expired", "revoked"]
 

@@ -17,7 +17,6 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from aiforge.types import LimitExceeded, Principal, Ticket
 from aiforge.platform.limits.plan import (
     Reservation,
     Scope,
@@ -30,6 +29,7 @@ from aiforge.platform.limits.plan import (
 from aiforge.platform.limits.policy import LimitPolicy
 from aiforge.platform.limits.store import Store
 from aiforge.platform.limits.windows import day_period, month_period
+from aiforge.types import LimitExceeded, Principal, Ticket
 
 LimitsProvider = Callable[[Principal], tuple[LimitPolicy, LimitPolicy]]
 """``limits_for(principal) -> (key_policy, project_policy)``; must not do I/O."""

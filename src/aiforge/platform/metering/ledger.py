@@ -33,13 +33,13 @@ from typing import Any
 from sqlalchemy import Engine
 
 from aiforge.config import Settings
-from aiforge.types import UsageEvent
 from aiforge.platform.db.engine import make_engine
 from aiforge.platform.limits.admission import BudgetUsage
 from aiforge.platform.metering.journal import Journal, Segment, read_segment
 from aiforge.platform.metering.queries import GroupBy, UsageFilter, UsageTotal, budget_usage
 from aiforge.platform.metering.queries import usage_totals as query_totals
 from aiforge.platform.metering.rows import insert_records
+from aiforge.types import UsageEvent
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy import Connection, Insert, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from aiforge.types import GATEWAY_CRASHED
 from aiforge.platform.metering.table import UsageRecordRow
+from aiforge.types import GATEWAY_CRASHED
 
 _CHUNK = 1_000
 """Rows per INSERT statement: well under PostgreSQL's 65,535 bind parameters."""

@@ -23,13 +23,13 @@ from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from aiforge.types import AuthError, Principal
 from aiforge.platform.db.tenancy import KeyLimitRow, ProjectLimitRow
 from aiforge.platform.domain.key_record import KeyRecord, resolve_token
 from aiforge.platform.domain.keys import DEFAULT_PEPPER, bearer_token, lookup_prefix
 from aiforge.platform.domain.roles import parse_role
 from aiforge.platform.limits.policy import LIMIT_FIELDS, UNLIMITED, LimitPolicy
 from aiforge.platform.services import repository as repo
+from aiforge.types import AuthError, Principal
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
-from aiforge.types import Principal
 from aiforge.platform.api.schemas import ApiKeyCreate, ApiKeyUpdate, LimitsUpdate
 from aiforge.platform.db.tenancy import ApiKeyRow
 from aiforge.platform.domain.access import (
@@ -30,6 +29,7 @@ from aiforge.platform.services import repository as repo
 from aiforge.platform.services.authenticator import policy_from_row
 from aiforge.platform.services.ids import new_id
 from aiforge.platform.services.unit_of_work import UnitOfWork
+from aiforge.types import Principal
 
 
 def _aware(value: datetime | None, param: str) -> datetime | None:

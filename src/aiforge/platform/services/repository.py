@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from aiforge.platform.domain.roles import Role
 from aiforge.platform.db.tenancy import (
     ApiKeyRow,
     KeyLimitRow,
@@ -23,6 +22,7 @@ from aiforge.platform.db.tenancy import (
     ProjectRow,
     UserRow,
 )
+from aiforge.platform.domain.roles import Role
 from aiforge.platform.services.ids import new_id
 
 ACCESS_VERSION = "access_version"

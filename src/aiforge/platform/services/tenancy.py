@@ -10,7 +10,6 @@ from collections.abc import Sequence
 
 from sqlalchemy.orm import Session
 
-from aiforge.types import Principal
 from aiforge.platform.api.schemas import (
     MembershipCreate,
     OrganizationCreate,
@@ -28,6 +27,7 @@ from aiforge.platform.domain.errors import InvalidRequest, NotFound
 from aiforge.platform.domain.roles import parse_role
 from aiforge.platform.services import repository as repo
 from aiforge.platform.services.unit_of_work import UnitOfWork
+from aiforge.types import Principal
 
 
 class TenancyService:

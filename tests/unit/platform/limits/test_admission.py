@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from aiforge.types import LimitExceeded, Principal
 from aiforge.platform.limits import BudgetUsage, LimitAdmission, LimitPolicy, MemoryStore
 from aiforge.platform.limits.policy import UNLIMITED
 from aiforge.platform.limits.store import Refusal, ReservationPlan
+from aiforge.types import LimitExceeded, Principal
 
 PRINCIPAL = Principal(
     key_id="k1", project_id="p1", organization_id="o1", role="member", key_prefix="sk-abc"

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, select
 
-from aiforge.types import GATEWAY_CRASHED, UsageEvent
 from aiforge.platform.db.base import Base
 from aiforge.platform.db.engine import make_engine
 from aiforge.platform.metering import (
@@ -20,6 +19,7 @@ from aiforge.platform.metering import (
     read_segment,
     totals_csv,
 )
+from aiforge.types import GATEWAY_CRASHED, UsageEvent
 
 DAY1 = datetime(2025, 5, 1, 10, tzinfo=UTC).timestamp()
 DAY2 = datetime(2025, 5, 2, 10, tzinfo=UTC).timestamp()

@@ -297,7 +297,8 @@ async def _replica_identity(
     client: httpx.AsyncClient, url: str, options: ServeOptions
 ) -> tuple[str, str]:
     """``(model, engine)`` of the replica at ``url``: what the options say, the rest read
-    from its ``/v1/models`` (the engine is known there only for vLLM, ``owned_by: vllm``)."""
+    from its ``/v1/models``: an ``owned_by`` that names an engine (vLLM's server says
+    ``vllm``) is that engine, whose dialect the gateway then speaks."""
     name = options.served_model_name
     try:
         response = await client.get(url + "/v1/models")
@@ -310,7 +311,7 @@ async def _replica_identity(
                 "running? Pass --served-model-name to attach before it is up."
             ) from None
         return name, options.replica_engine
-    engine = options.replica_engine or ("vllm" if owner == "vllm" else "")
+    engine = options.replica_engine or (owner if owner in ENGINE_NAMES else "")
     return name or model, engine
 
 

@@ -318,7 +318,9 @@ class Controller:
             spec = self._desired.get(name) or self._known[name]
             projects = spec.projects if name in self._desired else frozenset()
             replicas = tuple(_routable(r) for r in by_deployment.get(name, ()))
-            routes.append(DeploymentRoute(name, spec.policy, replicas, projects))
+            routes.append(
+                DeploymentRoute(name, spec.policy, replicas, projects, spec.max_model_len)
+            )
         published = tuple(routes)
         if published != self._published:
             self.directory.publish(published)

@@ -40,9 +40,14 @@ class PreparedLaunch:
 
 
 def prepare_launch(
-    spec: DeploymentSpec, settings: Settings, port: int, progress: ProgressCallback
+    spec: DeploymentSpec,
+    settings: Settings,
+    port: int,
+    progress: ProgressCallback,
+    cpus: tuple[int, ...] = (),
 ) -> PreparedLaunch:
-    """The launch of one replica of ``spec`` listening on ``port`` (blocking).
+    """The launch of one replica of ``spec`` listening on ``port``, on ``cpus`` (empty: any;
+    see :mod:`aiforge.cluster.cpus`) (blocking).
 
     The spec's fields win; where it leaves one open (``engine="auto"``, ``dtype="auto"``,
     no ``max_model_len``) the settings' value applies (``AIFORGE_ENGINE`` and friends).
@@ -66,6 +71,7 @@ def prepare_launch(
         is_embedding=resolved.is_embedding,
         extra_args=spec.engine_args,
         threads=spec.threads,
+        cpus=cpus,
     )
     return PreparedLaunch(
         plan=engine.launch_plan(replica),

@@ -37,6 +37,9 @@ class ReplicaSpec:
     """``"dummy"`` makes vLLM skip loading weights (benchmarks on real shapes)."""
     extra_args: tuple[str, ...] = ()
     threads: int | None = None
+    cpus: tuple[int, ...] = ()
+    """The CPUs the replica runs on (its runtime pins it there); empty: any this process may
+    use. Engines that bind threads to CPUs themselves (vLLM) bind to these."""
 
 
 @dataclass(frozen=True, slots=True)

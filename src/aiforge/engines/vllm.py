@@ -231,7 +231,7 @@ class VllmEngine(Engine):
         return model_path.is_dir() and (model_path / "config.json").is_file()
 
     def launch_plan(self, spec: ReplicaSpec) -> LaunchPlan:
-        cpus = sorted(os.sched_getaffinity(0))
+        cpus = sorted(spec.cpus or os.sched_getaffinity(0))
         env = vllm_env(spec, self._options, cache_root=self.cache_root, gpu=self._gpu, cpus=cpus)
         return LaunchPlan(
             argv=vllm_argv(self.venv.python, spec, self._options),

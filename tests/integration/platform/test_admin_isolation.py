@@ -54,6 +54,7 @@ def victim_ids(victim: Any) -> dict[str, str]:
         "project_id": victim.project_id,
         "key_id": victim.key_id("member"),
         "user_id": victim.user_id,
+        "name": VICTIM_DEPLOYMENT,
     }
 
 
@@ -68,16 +69,29 @@ def sample_body(operation: Operation, ids: dict[str, str]) -> dict[str, Any] | N
         "ApiKeyCreate": {"name": "stolen", "role": "viewer"},
         "ApiKeyUpdate": {"name": "stolen", "allowed_models": ["x"]},
         "LimitsUpdate": {"requests_per_minute": 1},
+        "DeploymentCreate": {"name": "stolen", "model": "demo"},
+        "DeploymentApply": {"model": "demo", "projects": [ids["project_id"]]},
+        "DeploymentUpdate": {"replicas": 3, "projects": [ids["project_id"]]},
+        "DeploymentScale": {"replicas": 3},
     }
     name = operation.body_schema
     assert name in samples, f"{operation.path}: add a sample body for {name}"
     return samples[name]
 
 
+VICTIM_DEPLOYMENT = "victim/model"
+"""A deployment every project uses: only platform admins may read or change deployments."""
+
+
 async def victim_state(admin: Any, victim: Any) -> dict[str, Any]:
     """Everything about the victim an attacker could have changed (read as platform admin)."""
     http, headers = admin.http, admin.headers()
+    deployment = {"model": "demo", "replicas": 1}
+    created = await http.put(f"/admin/v1/deployments/{VICTIM_DEPLOYMENT}", json=deployment,
+                             headers=headers)  # fmt: skip
+    assert created.status_code in (200, 201), created.text
     paths = [
+        "/admin/v1/deployments",
         f"/admin/v1/organizations/{victim.organization_id}",
         f"/admin/v1/organizations/{victim.organization_id}/members",
         f"/admin/v1/projects/{victim.project_id}",
@@ -125,6 +139,10 @@ async def attack(
         if same_organization and names == ("organization_id",):
             allowed = {"GET": (200, 403)}.get(method, (403,))
             if response.status_code not in allowed:
+                failures.append(f"{method} {path}: {response.status_code} {response.text[:200]}")
+            continue
+        if path.startswith("/admin/v1/deployments"):  # platform admins only
+            if response.status_code != 403:
                 failures.append(f"{method} {path}: {response.status_code} {response.text[:200]}")
             continue
         if names:

@@ -83,7 +83,11 @@ def _eventually(condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
 
 def _prepare_with(argv: tuple[str, ...]) -> Prepare:
     def prepare(
-        spec: DeploymentSpec, settings: Settings, port: int, progress: ProgressCallback
+        spec: DeploymentSpec,
+        settings: Settings,
+        port: int,
+        progress: ProgressCallback,
+        cpus: tuple[int, ...] = (),
     ) -> PreparedLaunch:
         plan = LaunchPlan(argv=(*argv, str(port)), startup_timeout_s=30)
         return PreparedLaunch(
@@ -269,3 +273,38 @@ def test_reap_orphans_leaves_replicas_of_a_live_run_alone(tmp_path: Path, run_di
         replica.stop(grace_s=2)
         owner.kill()
         owner.wait()
+
+
+async def test_replicas_with_a_thread_count_run_on_their_own_cpus(settings: Settings) -> None:
+    seen: list[tuple[int, ...]] = []
+    base = _prepare_with((sys.executable, "-c", "import time; time.sleep(30)"))
+
+    def prepare(
+        spec: DeploymentSpec,
+        settings: Settings,
+        port: int,
+        progress: ProgressCallback,
+        cpus: tuple[int, ...] = (),
+    ) -> PreparedLaunch:
+        seen.append(cpus)
+        return base(spec, settings, port, progress, cpus)
+
+    available = sorted(os.sched_getaffinity(0))
+    runtime = LocalRuntime(settings, prepare=prepare)
+    spec = DeploymentSpec(name="pinned", model="m", threads=1)
+    try:
+        first = await runtime.start("pinned-0", spec, lambda _: None)
+        second = await runtime.start("pinned-1", spec, lambda _: None)
+        unpinned = await runtime.start("free-0", DeploymentSpec(name="free", model="m"), print)
+        assert first.pid
+        assert second.pid
+        assert unpinned.pid
+        expected = [(available[0],), (available[1 % len(available)],)]
+        assert seen[:2] == expected
+        assert [tuple(sorted(os.sched_getaffinity(p))) for p in (first.pid, second.pid)] == expected
+        assert sorted(os.sched_getaffinity(unpinned.pid)) == available
+        await runtime.stop("pinned-0", grace_s=1)
+        await runtime.start("pinned-2", spec, lambda _: None)
+        assert seen[-1] == expected[0]  # the freed CPU is handed out again
+    finally:
+        await runtime.aclose()

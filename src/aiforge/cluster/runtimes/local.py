@@ -30,6 +30,7 @@ from pathlib import Path
 
 import httpx
 
+from aiforge.cluster.cpus import CpuSlices
 from aiforge.cluster.deployments import DeploymentSpec
 from aiforge.cluster.health import check_health
 from aiforge.cluster.launch import PreparedLaunch, prepare_launch
@@ -60,7 +61,9 @@ DEFAULT_STOP_GRACE_S = 10.0
 _LOG_TAIL_LINES = 25
 _PR_SET_PDEATHSIG = 1
 
-Prepare = Callable[[DeploymentSpec, Settings, int, ProgressCallback], PreparedLaunch]
+Prepare = Callable[
+    [DeploymentSpec, Settings, int, ProgressCallback, tuple[int, ...]], PreparedLaunch
+]
 """How a deployment becomes a launch plan (:func:`~aiforge.cluster.launch.prepare_launch`)."""
 
 
@@ -160,10 +163,13 @@ def _load_prctl() -> Callable[..., int] | None:
 _PRCTL = _load_prctl()
 
 
-def _die_with_parent(parent: int) -> Callable[[], None]:
-    """A ``preexec_fn`` that asks the kernel to SIGKILL the child when its parent dies."""
+def _in_child(parent: int, cpus: tuple[int, ...]) -> Callable[[], None]:
+    """A ``preexec_fn``: ask the kernel to SIGKILL the child when its parent dies, and pin
+    it to ``cpus`` (when given; its threads and children inherit the affinity)."""
 
     def arm() -> None:
+        if cpus:
+            os.sched_setaffinity(0, cpus)
         if _PRCTL is not None:
             _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
             if os.getppid() != parent:  # the parent died before the signal was armed
@@ -173,14 +179,20 @@ def _die_with_parent(parent: int) -> Callable[[], None]:
 
 
 def spawn_replica(
-    plan: LaunchPlan, *, replica_id: str, url: str, log_dir: Path, run_dir: Path | None = None
+    plan: LaunchPlan,
+    *,
+    replica_id: str,
+    url: str,
+    log_dir: Path,
+    run_dir: Path | None = None,
+    cpus: tuple[int, ...] = (),
 ) -> LocalReplicaProcess:
     """Start the process of ``plan`` (without waiting for it to be ready).
 
     Call it from a thread that lives as long as the replica should (the event loop's):
     the kernel's parent-death signal fires when the *thread* that forked the child exits,
     so spawning from a short-lived worker thread would kill the replica with it.
-    ``run_dir`` receives its pidfile (see :func:`reap_orphans`).
+    ``run_dir`` receives its pidfile (see :func:`reap_orphans`); ``cpus`` pins it.
     """
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = replica_log_path(log_dir, replica_id)
@@ -195,7 +207,7 @@ def spawn_replica(
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,
-            preexec_fn=_die_with_parent(os.getpid()) if _PRCTL is not None else None,
+            preexec_fn=_in_child(os.getpid(), cpus),
         )
     pidfile = _write_pidfile(run_dir, replica_id, process.pid, plan.argv) if run_dir else None
     return LocalReplicaProcess(
@@ -349,6 +361,10 @@ def _group_exists(pgid: int) -> bool:
 # -- the runtime ---------------------------------------------------------------------------
 
 
+def url_of(port: int) -> str:
+    return f"http://127.0.0.1:{port}"
+
+
 @dataclass(slots=True)
 class _Started:
     process: LocalReplicaProcess
@@ -377,6 +393,7 @@ class LocalRuntime:
         self._probe_timeout_s = probe_timeout_s
         self._started: dict[str, _Started] = {}
         self._client: httpx.AsyncClient | None = None
+        self._cpus = CpuSlices(os.sched_getaffinity(0))
 
     async def start(
         self, replica_id: str, spec: DeploymentSpec, progress: ProgressCallback
@@ -385,35 +402,39 @@ class LocalRuntime:
         if replica_id in self._started:
             raise ReplicaStartError(f"replica {replica_id} is already running")
         port = free_port()
+        cpus = self._cpus.allocate(replica_id, spec.threads)
         try:
-            prepared = await asyncio.to_thread(self._prepare, spec, self.settings, port, progress)
-        except ReplicaStartError:
-            raise
-        except Exception as exc:  # model source, engine selection: the user's to fix
-            raise ReplicaStartError(str(exc) or type(exc).__name__) from exc
-        url = f"http://127.0.0.1:{port}"
-        try:
+            prepared = await asyncio.to_thread(
+                self._prepare, spec, self.settings, port, progress, cpus
+            )
             # On the loop's thread, never in a worker thread: see spawn_replica.
             process = spawn_replica(
-                prepared.plan, replica_id=replica_id, url=url, log_dir=self.log_dir,
-                run_dir=self.run_dir,
+                prepared.plan, replica_id=replica_id, url=url_of(port), log_dir=self.log_dir,
+                run_dir=self.run_dir, cpus=cpus,
             )  # fmt: skip
-        except OSError as exc:
-            raise ReplicaStartError(f"cannot start {prepared.plan.argv[0]}: {exc}") from exc
+        except BaseException as exc:
+            self._cpus.release(replica_id)
+            if isinstance(exc, ReplicaStartError) or not isinstance(exc, Exception):
+                raise
+            # Model source, engine selection, a missing executable: the user's to fix.
+            raise ReplicaStartError(str(exc) or type(exc).__name__) from exc
+        url = url_of(port)
         timeout = self.settings.replica_startup_timeout_s or prepared.plan.startup_timeout_s
         running = RunningReplica(
             replica_id=replica_id, deployment=spec.name, url=url, engine=prepared.engine,
             dialect=prepared.dialect, pid=process.pid, startup_timeout_s=timeout,
         )  # fmt: skip
         self._started[replica_id] = _Started(process, running, url + prepared.plan.health_path)
-        progress(f"replica {replica_id}: {prepared.engine} for {prepared.model_path}, log "
-                 f"{process.log_path}")  # fmt: skip
+        pinned = f" on CPUs {','.join(map(str, cpus))}" if cpus else ""
+        progress(f"replica {replica_id}: {prepared.engine} for {prepared.model_path}{pinned}, "
+                 f"log {process.log_path}")  # fmt: skip
         return running
 
     async def stop(self, replica_id: str, *, grace_s: float) -> None:
         started = self._started.pop(replica_id, None)
         if started is not None:
             await asyncio.to_thread(started.process.stop, grace_s)
+        self._cpus.release(replica_id)
 
     def list(self) -> list[RunningReplica]:
         return [started.running for started in self._started.values()]

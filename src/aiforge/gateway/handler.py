@@ -226,7 +226,7 @@ class OpenAIHandler:
             )
         try:
             call.ticket = await self.admission.admit(
-                principal, parsed.model, parsed.estimated_tokens
+                principal, parsed.model, parsed.demand.bound(router.max_model_len)
             )
         except LimitExceeded as exc:
             raise rate_limited(exc) from None
@@ -431,6 +431,9 @@ class OpenAIHandler:
         if call.finished:
             return
         call.finished = True
+        # A client that left a non-streamed answer leaves its replica at work with nothing
+        # reported: keep the reservation (an upper bound), never refund what may be spent.
+        unreported = usage is None and cancelled and call.counted_in_flight
         usage = usage or TokenUsage()
         replica_id = call.endpoint.id if call.endpoint else ""
         self._release(call, ok=200 <= status < 500, tokens=usage.completion_tokens)
@@ -439,7 +442,8 @@ class OpenAIHandler:
         latency_s = time.perf_counter() - call.t0
         if call.ticket is not None:
             try:
-                await self.admission.settle(call.ticket, usage.total_tokens)
+                spent = call.ticket.reserved_tokens if unreported else usage.total_tokens
+                await self.admission.settle(call.ticket, spent)
             except Exception:  # settling must never turn an answer into an error
                 log.exception("admission settle failed for %s", call.request_id)
         self.metrics.observe(

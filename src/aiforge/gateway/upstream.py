@@ -232,6 +232,9 @@ class UpstreamPool:
         except (OSError, asyncio.LimitOverrunError) as exc:
             connection.close()
             raise UpstreamConnectError(f"{type(exc).__name__}: {exc}") from None
+        except BaseException:  # cancelled while waiting: the answer will never be read
+            connection.close()
+            raise
         try:
             status, headers = _parse_head(head)
         except UpstreamError:

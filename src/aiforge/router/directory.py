@@ -51,6 +51,9 @@ class DeploymentRoute:
     replicas: tuple[RoutableReplica, ...] = ()
     projects: frozenset[str] | None = None
     """Projects that may use it; None: every project."""
+    max_model_len: int | None = None
+    """Its context length in tokens, when the spec states it (admission bounds requests by
+    it); None: unknown."""
 
 
 def _policy(name: str) -> RoutingPolicy:
@@ -95,6 +98,7 @@ class DeploymentRouter:
         self.policy_name = route.policy
         self.policy: RoutingPolicy = _policy(route.policy)
         self.projects = route.projects
+        self.max_model_len = route.max_model_len
         self._clock = clock
         self._endpoints: dict[str, Endpoint] = {}
         self._states: dict[str, str] = {}
@@ -112,6 +116,7 @@ class DeploymentRouter:
         if route.policy != self.policy_name:
             self.policy_name, self.policy = route.policy, _policy(route.policy)
         self.projects = route.projects
+        self.max_model_len = route.max_model_len
         endpoints: dict[str, Endpoint] = {}
         for replica in route.replicas:
             endpoint = self._endpoints.get(replica.id)

@@ -14,6 +14,7 @@ class _Deployment:
     policy: str
     projects: frozenset[str] | None
     replicas: dict[str, RoutableReplica] = field(default_factory=dict)
+    max_model_len: int | None = None
 
 
 class StaticFleet:
@@ -29,9 +30,11 @@ class StaticFleet:
         *,
         policy: str = DEFAULT_POLICY,
         projects: frozenset[str] | None = None,
+        max_model_len: int | None = None,
     ) -> None:
         deployment = self._deployments.setdefault(name, _Deployment(policy, projects))
         deployment.policy, deployment.projects = policy, projects
+        deployment.max_model_len = max_model_len
         self._publish()
 
     def add(
@@ -91,6 +94,7 @@ class StaticFleet:
                     policy=d.policy,
                     replicas=tuple(d.replicas.values()),
                     projects=d.projects,
+                    max_model_len=d.max_model_len,
                 )
                 for name, d in self._deployments.items()
             ]

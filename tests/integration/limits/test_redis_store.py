@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -140,3 +141,44 @@ async def test_three_gateways_admit_exactly_the_limit(
     results = await asyncio.gather(*(one(i) for i in range(2_000)))
     assert results.count("admitted") == 600
     assert results.count("key.requests_per_minute") == 1_400
+
+
+@pytest.mark.parametrize("seed", range(3))
+async def test_concurrent_admit_and_settle_never_overshoot_a_budget(
+    stores: list[RedisStore], principal: Principal, seed: int
+) -> None:
+    """Three gateways, admits and settles interleaved at random against small token
+    budgets: what admitted requests spend never exceeds a budget by more than one
+    reservation, and the counters end exactly at what was spent."""
+    rng = random.Random(seed)
+    largest, day = 400, 4_000
+    key = LimitPolicy(tokens_per_minute=10_000, tokens_per_day=5_000, tokens_per_month=9_000)
+    project = LimitPolicy(tokens_per_day=day, max_concurrent=24)
+    clock = FakeClock()
+    gates = [admission(store, key, project, clock) for store in stores]
+    spent: list[int] = []
+
+    async def one(i: int) -> None:
+        gate = gates[i % 3]
+        reserved = rng.randint(1, largest)
+        actual = rng.choice([0, reserved, rng.randint(0, reserved)])
+        await asyncio.sleep(rng.random() * 0.01)
+        try:
+            ticket = await gate.admit(principal, "m", reserved)
+        except LimitExceeded:
+            return
+        await asyncio.sleep(rng.random() * 0.02)
+        spent.append(actual)
+        await gate.settle(ticket, actual)
+
+    for _ in range(6):  # rounds: the next round's admits rely on exact settlements
+        await asyncio.gather(*(one(i) for i in range(100)))
+    total = sum(spent)
+    assert day - largest < total <= day + largest
+    rest = day - total
+    if rest > 0:
+        ticket = await gates[0].admit(principal, "m", rest)
+        await gates[1].settle(ticket, rest)
+    with pytest.raises(LimitExceeded) as refused:
+        await gates[2].admit(principal, "m", 1)
+    assert refused.value.limit_name == "project.tokens_per_day"

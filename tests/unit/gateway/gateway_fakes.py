@@ -44,6 +44,7 @@ def fake_replica(name: str = "r") -> FastAPI:
                                "param": "messages", "code": None}}  # fmt: skip
             return Response(orjson.dumps(error), status_code=400, media_type="application/json")
         words = str(body.get("prompt", "hello world")).split()
+        delay = float(body.get("delay_s", 0.0))
         usage = {
             "prompt_tokens": 7,
             "completion_tokens": len(words),
@@ -54,11 +55,17 @@ def fake_replica(name: str = "r") -> FastAPI:
             out = {"id": "c1", "object": "chat.completion", "created": 1, "model": body["model"],
                    "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
                    "usage": usage, "served_by": name}  # fmt: skip
-            return Response(orjson.dumps(out), media_type="application/json")
+            if not delay:
+                return Response(orjson.dumps(out), media_type="application/json")
+
+            async def slow_body() -> AsyncIterator[bytes]:  # the head now, the body later
+                await asyncio.sleep(delay * len(words))
+                yield orjson.dumps(out)
+
+            return StreamingResponse(slow_body(), media_type="application/json")
         options = body.get("stream_options") or {}
         include = options.get("include_usage") is True
         continuous = include and options.get("continuous_usage_stats") is True
-        delay = float(body.get("delay_s", 0.0))
 
         def so_far(sent: int) -> dict[str, Any]:
             return {"usage": {**usage, "completion_tokens": sent, "total_tokens": 7 + sent}}

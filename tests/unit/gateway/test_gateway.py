@@ -192,7 +192,7 @@ async def test_dead_replica_gives_503_and_retry_uses_another(gateway: Gateway) -
     assert {e.replica for e in gateway.usage.events[:4]} == {"r0"}
     assert down.status_code == 503
     assert _error(down)["code"] == "engine_unavailable"
-    assert "starting" in _error(down)["message"]
+    assert "starting" in str(_error(down)["message"])
     # The gateway never writes replica state: "dead" stays ready until the controller says
     # otherwise, so the fleet is degraded, not down.
     assert (health.status_code, health.json()["status"]) == (200, "degraded")

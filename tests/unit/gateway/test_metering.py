@@ -14,7 +14,11 @@ from aiforge.gateway.metering import (
     usage_from_body,
     without_usage_member,
 )
-from aiforge.gateway.request import DEFAULT_COMPLETION_ESTIMATE, parse_request
+from aiforge.gateway.request import (
+    DEFAULT_CONTEXT_TOKENS,
+    PROMPT_SPECIAL_TOKENS,
+    parse_request,
+)
 from aiforge.protocol.openai.errors import OpenAIError
 
 
@@ -124,13 +128,15 @@ def test_usage_from_body() -> None:
 def test_parse_asks_for_usage_on_every_chunk_only_for_streams() -> None:
     plain = parse_request(b'{"model": "m", "max_tokens": 10, "n": 2}', "chat")
     assert plain.upstream_body == b'{"model": "m", "max_tokens": 10, "n": 2}'
-    assert plain.estimated_completion_tokens == 20
+    assert plain.demand.max_tokens == 10
+    assert plain.demand.choices == 2
     assert plain.estimated_prompt_tokens == 10
     streamed = parse_request(b'{"model":"m","stream":true,"stream_options":{"x":1}}', "chat")
     assert orjson.loads(streamed.upstream_body)["stream_options"] == {
         "x": 1, "include_usage": True, "continuous_usage_stats": True}  # fmt: skip
     assert not streamed.client_wants_usage
-    assert streamed.estimated_completion_tokens == DEFAULT_COMPLETION_ESTIMATE
+    assert streamed.demand.max_tokens is None
+    assert streamed.demand.bound(None) > DEFAULT_CONTEXT_TOKENS
     asked = b'{"model":"m","stream":true,"stream_options":{"include_usage":true}}'
     parsed = parse_request(asked, "completion")
     assert parsed.client_wants_usage
@@ -141,8 +147,10 @@ def test_parse_asks_for_usage_on_every_chunk_only_for_streams() -> None:
     assert both.client_wants_continuous_usage
     assert both.upstream_body == everything
     limit = parse_request(b'{"model":"m","max_completion_tokens":3,"max_tokens":9}', "chat")
-    assert limit.estimated_completion_tokens == 3
-    assert parse_request(b'{"model":"e","input":"x"}', "embedding").estimated_tokens == 7
+    assert limit.demand.max_tokens == 9, "the larger: engines differ in which one wins"
+    embedding = parse_request(b'{"model":"e","input":"x"}', "embedding")
+    assert embedding.demand.choices == 0
+    assert embedding.demand.bound(None) == 1 + PROMPT_SPECIAL_TOKENS
 
 
 @pytest.mark.parametrize(

@@ -184,9 +184,14 @@ def explain_refusal(planned: PlannedReservation, refusal: Refusal) -> RefusalRea
         retry = _SLOT_RETRY_S
     if lbl.cost > lbl.limit:
         message = (
-            f"Request too large for {lbl.description} on {lbl.subject}: it needs about "
+            f"Request too large for {lbl.description} on {lbl.subject}: it may use up to "
             f"{lbl.cost} {lbl.unit}, the limit is {lbl.limit}."
         )
+        if lbl.unit == "tokens":
+            message += (
+                " That bound counts every prompt and, for each choice, max_tokens (or the "
+                "model's whole context when max_tokens is not set): lower max_tokens or n."
+            )
     else:
         message = (
             f"Rate limit reached for {lbl.description} on {lbl.subject}: limit {lbl.limit}, "

@@ -49,6 +49,30 @@ class Settings(BaseSettings):
     """How long a replica may take to become healthy; None: the engine's own default."""
     upstream_timeout_s: float = 600.0
 
+    # -- replica request limits (issue 7, item 5): each refusal is a 400 naming the
+    # parameter; a replica reads these from the environment it inherits ----------------
+    allow_request_chat_template: bool = False
+    """Whether a request may bring its own Jinja ``chat_template`` (or one in
+    ``chat_template_kwargs``). A template is code that runs on the replica: even sandboxed
+    and time-bounded it can burn CPU up to its bounds, so only allow it for trusted callers.
+    Off: such a request gets a 400 naming ``chat_template``."""
+    chat_template_timeout_s: float = Field(default=2.0, gt=0)
+    """Wall-clock bound on rendering one chat prompt (the model's template or a request's);
+    a render that runs past it is refused."""
+    max_prompt_chars: int = Field(default=1 << 20, ge=1)
+    """Characters of prompt text in one request (all messages, or all prompts of a
+    completion), checked before tokenizing."""
+    max_prompt_tokens: int | None = Field(default=None, ge=1)
+    """Tokens in one prompt; None: only the model's context length bounds it."""
+    max_sequences_per_request: int = Field(default=128, ge=1)
+    """Sequences one request may ask for: prompts x ``n`` for completions, ``n`` for chat."""
+    max_json_schema_bytes: int = Field(default=128 * 1024, ge=1)
+    """Size of one JSON schema (``response_format``, or a forced tool's parameters) before
+    its grammar is compiled."""
+    max_json_schema_enum_values: int = Field(default=1000, ge=1)
+    """``enum`` (and ``const``) values across one schema; big enums make grammars compile
+    for minutes. 1000 is the bound OpenAI puts on structured-output schemas."""
+
     # -- platform -----------------------------------------------------------
     database_url: str | None = None
     """SQLAlchemy URL; defaults to a SQLite file in the data dir."""

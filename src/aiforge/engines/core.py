@@ -21,6 +21,15 @@ if TYPE_CHECKING:
 FinishReason = Literal["stop", "length", "abort"]
 
 
+class EngineDeadError(RuntimeError):
+    """The engine's loop has died: no request can run until the replica is restarted.
+
+    Raised by :meth:`TokenEngine.generate` (at once for new requests, and to those that were
+    running); the server answers 503 and ``/health`` turns unhealthy so the replica is
+    replaced.
+    """
+
+
 @dataclass(frozen=True, slots=True)
 class SamplingParams:
     """How to pick each next token. Validated by the server before it gets here."""
@@ -116,3 +125,6 @@ class TokenEngine(Protocol):
 
     def load(self) -> dict[str, int]:
         """Current load, for routing and ``/metrics``: ``{"running": n, "waiting": m}``."""
+
+    def fatal_error(self) -> str | None:
+        """None while the engine can serve; once its loop has died, why (for ``/health``)."""

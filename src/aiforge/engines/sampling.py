@@ -6,7 +6,7 @@ part of the contract, because logprobs are reported from the middle of it:
 1. penalties over the request's *generated* tokens (repetition, then frequency and presence,
    with vLLM/OpenAI semantics);
 2. the constraint's mask (forbidden tokens become ``-inf``);
-3. temperature (skipped for greedy, ``temperature == 0``);
+3. temperature (skipped for greedy: ``temperature`` below :data:`GREEDY_BELOW`);
 4. logprobs: ``log_softmax`` of the row as processed so far (sampled token plus the top-k
    alternatives), so a constrained request never reports a forbidden token as likely;
 5. top-k then top-p truncation;
@@ -28,12 +28,14 @@ import torch
 from aiforge.engines.core import SamplingParams, TokenConstraint
 
 __all__ = [
+    "GREEDY_BELOW",
     "LOGPROB_FLOOR",
     "SampledToken",
     "apply_logit_bias",
     "apply_penalties",
     "apply_top_k",
     "apply_top_p",
+    "is_greedy",
     "make_generator",
     "process_logits",
     "sample_batch",
@@ -43,6 +45,16 @@ __all__ = [
 
 LOGPROB_FLOOR = -9999.0
 """Logprobs of forbidden tokens (``-inf``) are reported as this, as vLLM does: JSON has no -inf."""
+
+GREEDY_BELOW = 1e-5
+"""Temperatures under this sample greedily, as vLLM does: dividing logits by a tinier one
+overflows to ``inf`` and the draw fails (``temperature: 1e-30`` is a valid request)."""
+
+_SEED_MASK = (1 << 64) - 1
+
+
+def is_greedy(params: SamplingParams) -> bool:
+    return params.temperature < GREEDY_BELOW
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,11 +67,16 @@ class SampledToken:
 
 
 def make_generator(seed: int | None) -> torch.Generator | None:
-    """A CPU generator seeded with ``seed``; ``None`` (use torch's global RNG) when unseeded."""
+    """A CPU generator seeded with ``seed``; ``None`` (use torch's global RNG) when unseeded.
+
+    Any integer is taken (torch only takes 64 bits): the server refuses seeds outside
+    int64, but ``seed + i`` for the ``n`` choices may pass the top, and an engine must not
+    fail on a value it can fold.
+    """
     if seed is None:
         return None
     generator = torch.Generator(device="cpu")
-    generator.manual_seed(seed)
+    generator.manual_seed(seed & _SEED_MASK)
     return generator
 
 
@@ -67,9 +84,11 @@ def apply_logit_bias(logits: torch.Tensor, params: SamplingParams) -> torch.Tens
     """Add OpenAI's ``logit_bias`` to the row in place (ids beyond the row are ignored)."""
     if params.logit_bias:
         size = logits.shape[-1]
-        for token_id, bias in params.logit_bias:
-            if 0 <= token_id < size:
-                logits[token_id] += bias
+        pairs = [(t, b) for t, b in params.logit_bias if 0 <= t < size]
+        if pairs:  # one indexed add, however many entries
+            ids = torch.tensor([t for t, _ in pairs], dtype=torch.long)
+            biases = torch.tensor([b for _, b in pairs], dtype=logits.dtype)
+            logits.index_add_(0, ids, biases)
     return logits
 
 
@@ -137,7 +156,7 @@ def process_logits(
     row = apply_penalties(row, params, generated)
     if constraint is not None:
         constraint.mask_logits(row)
-    if params.temperature > 0:
+    if not is_greedy(params):
         row = row / params.temperature
     return row
 
@@ -173,7 +192,7 @@ def sample_token(
     """
     row = process_logits(logits_row, params, generated, constraint)
     logprobs = torch.log_softmax(row, dim=-1) if params.logprobs is not None else None
-    if params.temperature <= 0:
+    if is_greedy(params):
         token_id = int(torch.argmax(row))
     else:
         row = apply_top_p(apply_top_k(row, params.top_k), params.top_p)
@@ -212,10 +231,10 @@ def sample_batch(logits: torch.Tensor, params: Sequence[SamplingParams]) -> list
     the argmax, the others are drawn from torch's global RNG after temperature, top-k and
     top-p, exactly as :func:`sample_token` would, but in a few batched ops.
     """
-    if all(p.temperature <= 0 for p in params):
+    if all(is_greedy(p) for p in params):
         greedy: list[int] = torch.argmax(logits, dim=-1).tolist()
         return greedy
-    drawn = [i for i, p in enumerate(params) if p.temperature > 0]
+    drawn = [i for i, p in enumerate(params) if not is_greedy(p)]
     rows = logits[drawn].to(torch.float32)
     rows = rows / torch.tensor([params[i].temperature for i in drawn])[:, None]
     rows = _truncate_rows(rows, [params[i].top_k for i in drawn], [params[i].top_p for i in drawn])

@@ -16,19 +16,23 @@ import math
 import random
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import torch
 from transformers import PreTrainedTokenizerBase
 
 from aiforge.engines.core import (
+    EngineDeadError,
     EngineModelInfo,
     FinishReason,
     GenerationRequest,
     TokenEngine,
     TokenEvent,
 )
+
+if TYPE_CHECKING:
+    from aiforge.engines.server.limits import RequestLimits
 
 Script = Callable[[GenerationRequest], Sequence[int]]
 
@@ -50,6 +54,8 @@ class FakeTokenEngine(TokenEngine):
     embedding_dim: int | None = None
     cached_prompt_tokens: int = 0
     fail_with: Exception | None = None
+    fatal: str | None = None
+    """Set: the engine's loop "has died" (``fatal_error``); every request is refused."""
     requests: list[GenerationRequest] = field(default_factory=list)
     aborted: list[str] = field(default_factory=list)
     started: bool = False
@@ -74,8 +80,13 @@ class FakeTokenEngine(TokenEngine):
     def load(self) -> dict[str, int]:
         return {"running": self.running, "waiting": 0}
 
+    def fatal_error(self) -> str | None:
+        return self.fatal
+
     async def generate(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
         self.requests.append(request)
+        if self.fatal is not None:
+            raise EngineDeadError(self.fatal)
         if self.fail_with is not None:
             raise self.fail_with
         self.running += 1
@@ -183,10 +194,12 @@ async def fake_replica(
     *,
     served_model_name: str = "fake-model",
     max_body_bytes: int = 8 * 1024 * 1024,
+    limits: RequestLimits | None = None,
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The real replica app over ``engine``, started, behind an in-process httpx client."""
     from aiforge.engines.server.app import create_replica_app
     from aiforge.engines.server.context import ReplicaContext
+    from aiforge.engines.server.limits import RequestLimits
     from aiforge.engines.server.metrics import ReplicaMetrics
 
     ctx = ReplicaContext(
@@ -195,6 +208,7 @@ async def fake_replica(
         served_model_name=served_model_name,
         max_model_len=engine.info.max_model_len,
         metrics=ReplicaMetrics(served_model_name, engine.load),
+        limits=limits or RequestLimits(),
     )
     app = create_replica_app(ctx, max_body_bytes=max_body_bytes)
     async with app.router.lifespan_context(app):

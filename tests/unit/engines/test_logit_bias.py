@@ -21,14 +21,24 @@ def test_a_large_bias_forces_a_greedy_token_and_a_ban_removes_one() -> None:
 
 
 def test_parse_logit_bias_accepts_openai_maps() -> None:
-    assert parse_logit_bias({"12": -100, "7": 2.5}) == ((12, -100.0), (7, 2.5))
-    assert parse_logit_bias(None) == ()
-    assert parse_logit_bias({}) == ()
+    assert parse_logit_bias({"12": -100, "7": 2.5}, 13) == ((12, -100.0), (7, 2.5))
+    assert parse_logit_bias(None, 13) == ()
+    assert parse_logit_bias({}, 13) == ()
 
 
-@pytest.mark.parametrize("bias", [{"abc": 1.0}, {"-3": 1.0}, {"5": 101.0}])
+@pytest.mark.parametrize(
+    "bias",
+    [
+        {"abc": 1.0},
+        {"-3": 1.0},
+        {"5": 101.0},
+        {"13": 1.0},
+        {"9" * 5000: 1.0},
+        {str(i): 1.0 for i in range(1025)},
+    ],
+)
 def test_bad_logit_bias_is_a_400_naming_it(bias: dict[str, float]) -> None:
     with pytest.raises(OpenAIError) as info:
-        parse_logit_bias(bias)
+        parse_logit_bias(bias, 13 if len(bias) == 1 else 2000)
     assert info.value.param == "logit_bias"
     assert info.value.status_code == 400

@@ -7,12 +7,19 @@ sample each sequence's next token with :func:`aiforge.engines.sampling.sample_to
 same logic as the transformers engine: penalties, grammar masks, seeds, logprobs), and
 feed the tokens back to the scheduler. Events go to each request's asyncio queue through
 ``loop.call_soon_threadsafe``. When nothing runs the thread blocks on the inbox.
+
+One request cannot take the thread down: a request that fails to join (its parameters) or
+to sample (its constraint) fails alone; a failed ``llama_decode`` fails that batch. Should
+the thread die anyway, :meth:`LlamaCppTokenEngine.fatal_error` says why (the replica's
+``/health`` reports it), every request it held fails with
+:class:`~aiforge.engines.core.EngineDeadError`, and new ones are refused at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import queue
 import threading
 from collections.abc import AsyncGenerator, Sequence
@@ -20,7 +27,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from aiforge.engines.core import EngineModelInfo, GenerationRequest, TokenEvent
+from aiforge.engines.core import (
+    EngineDeadError,
+    EngineModelInfo,
+    GenerationRequest,
+    TokenEvent,
+)
 from aiforge.engines.llamacpp.runner import LlamaRunner
 from aiforge.engines.llamacpp.scheduler import (
     BatchScheduler,
@@ -31,6 +43,8 @@ from aiforge.engines.llamacpp.scheduler import (
 from aiforge.engines.sampling import make_generator, sample_token
 
 __all__ = ["LlamaCppTokenEngine"]
+
+log = logging.getLogger(__name__)
 
 _StreamItem = TokenEvent | BaseException | None
 """What a request's queue carries: a token, the error that ended it, or None (shutdown)."""
@@ -98,6 +112,8 @@ class LlamaCppTokenEngine:
         self._active: dict[str, _Active] = {}
         self._thread: threading.Thread | None = None
         self._load = {"running": 0, "waiting": 0}
+        self._fatal: str | None = None
+        self._fatal_lock = threading.Lock()
 
     @property
     def info(self) -> EngineModelInfo:
@@ -125,6 +141,10 @@ class LlamaCppTokenEngine:
     def load(self) -> dict[str, int]:
         return dict(self._load)
 
+    def fatal_error(self) -> str | None:
+        """None while the engine thread serves; why it died once it has."""
+        return self._fatal
+
     async def embed(self, inputs: Sequence[Sequence[int]]) -> list[list[float]]:
         raise NotImplementedError(
             "the llama.cpp engine serves chat and completion models only; "
@@ -141,7 +161,10 @@ class LlamaCppTokenEngine:
                 f"the prompt has {n_prompt} tokens but the context holds {self._info.max_model_len}"
             )
         sink = _Sink(asyncio.get_running_loop())
-        self._inbox.put(_Add(request, sink))
+        with self._fatal_lock:  # the dying thread drains the inbox under this lock
+            if self._fatal is not None:
+                raise EngineDeadError(f"the engine loop has died: {self._fatal}")
+            self._inbox.put(_Add(request, sink))
         finished = False
         try:
             while True:
@@ -163,6 +186,29 @@ class LlamaCppTokenEngine:
     # --- the engine thread -------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        except BaseException as exc:
+            log.critical("the llama.cpp engine loop died", exc_info=exc)
+            self._die(f"{type(exc).__name__}: {exc}")
+
+    def _die(self, reason: str) -> None:
+        """Refuse new requests, then fail every request the thread holds or was sent."""
+        error = EngineDeadError(f"the engine loop has died: {reason}")
+        with self._fatal_lock:
+            self._fatal = reason
+            while True:
+                try:
+                    command = self._inbox.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(command, _Add):
+                    command.sink.put(error)
+        active, self._active = self._active, {}
+        for state in active.values():
+            state.sink.put(error)
+
+    def _serve(self) -> None:
         while self._apply_commands(block=not self._scheduler.has_unfinished):
             plan = self._scheduler.schedule()
             self._runner.release(plan.released_seq_ids)
@@ -219,20 +265,26 @@ class LlamaCppTokenEngine:
             frozenset(stops),
         )
         try:
+            generator = make_generator(params.seed)
             self._scheduler.add(spec)
-        except ValueError as exc:
+        except Exception as exc:  # its parameters, a duplicate id: it alone fails
             command.sink.put(exc)
             return
-        generator = make_generator(params.seed)
         self._active[request.request_id] = _Active(request, command.sink, generator)
 
     def _step(self, plan: StepPlan) -> None:
         try:
             self._runner.decode(plan.tokens)
-            outputs = [self._sample(rid, index) for rid, index in plan.sample]
         except Exception as exc:  # the model failed: fail the requests in this batch
             self._fail_running(exc)
             return
+        outputs = []
+        for rid, index in plan.sample:
+            try:
+                outputs.append(self._sample(rid, index))
+            except Exception as exc:  # this request's own sampling: it alone fails
+                self._scheduler.abort(rid)
+                self._active.pop(rid).sink.put(exc)
         steps = self._scheduler.update_from_output(outputs)
         self._publish_load()  # before the events: a client that saw its last token sees it
         for step in steps:

@@ -26,9 +26,14 @@ _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def _context(request: Request) -> ReplicaContext:
+    """The replica's context; a 503 at once when the engine cannot serve (not started, or
+    its loop has died), so no request hangs on a dead engine."""
     ctx: ReplicaContext = request.app.state.ctx
     if not request.app.state.ready:
         raise engine_error("The engine is not running.", unavailable=True)
+    fatal = ctx.engine.fatal_error()
+    if fatal is not None:
+        raise engine_error(f"The engine is down: {fatal}", unavailable=True)
     return ctx
 
 
@@ -70,8 +75,14 @@ async def models(request: Request) -> Response:
 
 @router.get("/health")
 async def health(request: Request) -> Response:
+    """200 while the replica serves; 503 while it starts, and for good once its engine loop
+    has died (the controller then replaces the replica)."""
     if not request.app.state.ready:
         return JSONResponse({"status": "starting"}, status_code=503)
+    ctx: ReplicaContext = request.app.state.ctx
+    fatal = ctx.engine.fatal_error()
+    if fatal is not None:
+        return JSONResponse({"status": "failed", "reason": fatal}, status_code=503)
     return JSONResponse({"status": "ok"})
 
 

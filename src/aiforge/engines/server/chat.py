@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
-
-from jinja2 import TemplateError
 
 from aiforge.engines.core import TokenConstraint
 from aiforge.engines.server.chat_output import ChatParts, ChatSequenceOutput, MessageBuilder
@@ -87,9 +85,13 @@ class ChatService:
         ctx = self._ctx
         ctx.check_model(request.model)
         _validate(request)
+        ctx.limits.check_sequences(1, request.n)
+        template = _request_template(ctx, request)
         tool_choice = _tool_choice(request)
-        prompt_text = render_prompt(ctx, request, offer_tools=tool_choice != "none")
-        prompt_ids = list(ctx.tokenizer.encode(prompt_text, add_special_tokens=False))
+        # Templating and tokenizing a big request take seconds: never on the event loop.
+        prompt_text, prompt_ids = await asyncio.to_thread(
+            _prepare_prompt, ctx, request, template, offer_tools=tool_choice != "none"
+        )
         max_tokens = resolve_max_tokens(
             request.max_completion_tokens or request.max_tokens,
             prompt_tokens=len(prompt_ids),
@@ -99,7 +101,12 @@ class ChatService:
         reasoning_start = prompt_thinking_state(prompt_text)
         constraint = await self._constraint_factory(request, tool_choice, reasoning_start)
         top = request.top_logprobs or 0 if request.logprobs else None
-        base = build_sampling_params(_requested(request, top), ctx.defaults, max_tokens=max_tokens)
+        base = build_sampling_params(
+            _requested(request, top),
+            ctx.defaults,
+            max_tokens=max_tokens,
+            vocab_size=ctx.engine.info.vocab_size,
+        )
         rid = request_id("chatcmpl")
         include_usage, continuous_usage = usage_modes(request.stream_options)
         stops = normalize_stop(request.stop)
@@ -130,20 +137,21 @@ class ChatService:
                 for t in request.tools or []
                 if tool_choice == "required" or t.function.name == tool_choice.function.name
             ]
+            ctx.limits.check_json_schema([params for _, params in tools], "tools")
             grammar = await asyncio.to_thread(
-                ctx.grammars().tool_calls,
-                tools,
-                parallel=request.parallel_tool_calls,
-                param="tools",
+                lambda: ctx.grammars().tool_calls(
+                    tools, parallel=request.parallel_tool_calls, param="tools"
+                )
             )
         elif isinstance(request.response_format, ResponseFormatJsonSchema):
-            schema = request.response_format.json_schema.schema_
+            schema = request.response_format.json_schema.schema_ or {}
+            ctx.limits.check_json_schema(schema, "response_format")
             grammar = await asyncio.to_thread(
-                ctx.grammars().json_schema, schema or {}, param="response_format"
+                lambda: ctx.grammars().json_schema(schema, param="response_format")
             )
         elif isinstance(request.response_format, ResponseFormatJsonObject):
             grammar = await asyncio.to_thread(
-                ctx.grammars().json_schema, None, param="response_format"
+                lambda: ctx.grammars().json_schema(None, param="response_format")
             )
         if grammar is None:
             return lambda: None
@@ -360,30 +368,61 @@ def _arguments_object(arguments: str) -> Any:
         return arguments
 
 
-def render_prompt(ctx: ReplicaContext, request: ChatCompletionRequest, *, offer_tools: bool) -> str:
-    """The prompt text from the tokenizer's chat template.
+def _request_template(ctx: ReplicaContext, request: ChatCompletionRequest) -> str | None:
+    """The template the request brings (``chat_template``, or under that name in
+    ``chat_template_kwargs`` as vLLM takes it): untrusted code, refused unless allowed."""
+    template = request.chat_template
+    if template is None and request.chat_template_kwargs:
+        template = request.chat_template_kwargs.get("chat_template")
+    if template is None:
+        return None
+    if not ctx.limits.allow_request_chat_template:
+        raise invalid_param(
+            "This server does not take chat templates from requests; the model's own is used "
+            "(an admin may allow them with AIFORGE_ALLOW_REQUEST_CHAT_TEMPLATE).",
+            "chat_template",
+        )
+    if not isinstance(template, str):
+        raise invalid_param("`chat_template` must be a string.", "chat_template")
+    return template
+
+
+def _prepare_prompt(
+    ctx: ReplicaContext, request: ChatCompletionRequest, template: str | None, *, offer_tools: bool
+) -> tuple[str, list[int]]:
+    """The prompt's text and token ids, within the server's limits (a worker thread)."""
+    texts = [m.text() or "" for m in request.messages]
+    texts += [m.reasoning_content or "" for m in request.messages]
+    texts += [c.function.arguments for m in request.messages for c in m.tool_calls or []]
+    ctx.limits.check_prompt_chars(texts, "messages")
+    text = render_prompt(ctx, request, offer_tools=offer_tools, template=template)
+    ids = list(ctx.tokenizer.encode(text, add_special_tokens=False))
+    ctx.limits.check_prompt_tokens(len(ids), "messages")
+    return text, ids
+
+
+def render_prompt(
+    ctx: ReplicaContext,
+    request: ChatCompletionRequest,
+    *,
+    offer_tools: bool,
+    template: str | None = None,
+) -> str:
+    """The prompt text from the model's chat template (or ``template``, allowed already),
+    rendered in the bounded sandbox of :mod:`~aiforge.engines.server.templates`.
 
     With ``tool_choice: "none"`` the tools are not shown to the model at all, so it answers
     in text (OpenAI's semantics). Thinking defaults to on, as in Qwen3.
     """
     kwargs = dict(request.chat_template_kwargs or {})
+    kwargs.pop("chat_template", None)
     kwargs.setdefault("enable_thinking", True)
-    tools: list[dict[str, Any] | Callable[..., Any]] | None = None
+    tools: list[dict[str, Any]] | None = None
     if offer_tools and request.tools:
         tools = [tool.model_dump(exclude_none=True) for tool in request.tools]
-    try:
-        text = ctx.tokenizer.apply_chat_template(
-            template_messages(request.messages),
-            tools=tools,
-            add_generation_prompt=True,
-            tokenize=False,
-            **kwargs,
-        )
-    except (TemplateError, ValueError, TypeError) as exc:
-        raise invalid_param(
-            f"The chat template failed on these messages: {exc}", "messages"
-        ) from exc
-    return str(text)
+    return ctx.templates.render(
+        template_messages(request.messages), tools=tools, kwargs=kwargs, template=template
+    )
 
 
 def _finish_reason(reason: str, output: ChatSequenceOutput) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -57,16 +58,22 @@ class CompletionService:
         self._ctx = ctx
 
     async def create(self, request: CompletionRequest) -> CompletionResponse | AsyncIterator[bytes]:
-        plan = self._plan(request)
+        plan = await self._plan(request)
         if request.stream:
             return self._stream(plan)
         return await self._complete(plan)
 
-    def _plan(self, request: CompletionRequest) -> CompletionPlan:
+    async def _plan(self, request: CompletionRequest) -> CompletionPlan:
         ctx = self._ctx
         ctx.check_model(request.model)
         _validate(request)
-        prompts = self._prompts(request)
+        batch = as_batch(request.prompt)
+        if not batch:
+            raise invalid_param("`prompt` must not be empty.", "prompt")
+        ctx.limits.check_sequences(len(batch), request.n)
+        ctx.limits.check_prompt_chars((p for p in batch if isinstance(p, str)), "prompt")
+        # Tokenizing a big request takes seconds: never on the event loop.
+        prompts, echo_texts = await asyncio.to_thread(self._prompts, batch, request.echo)
         rid = request_id("cmpl")
         include_usage, continuous_usage = usage_modes(request.stream_options)
         stops = normalize_stop(request.stop)
@@ -78,8 +85,13 @@ class CompletionService:
                 max_model_len=ctx.max_model_len,
                 prompt_param="prompt",
             )
-            base = build_sampling_params(_requested(request), ctx.defaults, max_tokens=max_tokens)
-            echo = str(ctx.tokenizer.decode(ids)) if request.echo else ""
+            base = build_sampling_params(
+                _requested(request),
+                ctx.defaults,
+                max_tokens=max_tokens,
+                vocab_size=ctx.engine.info.vocab_size,
+            )
+            echo = echo_texts[p]
             for i in range(request.n):
                 index = p * request.n + i
                 specs.append(
@@ -97,15 +109,16 @@ class CompletionService:
             continuous_usage=continuous_usage,
         )
 
-    def _prompts(self, request: CompletionRequest) -> list[list[int]]:
-        prompts = as_batch(request.prompt)
-        if not prompts:
-            raise invalid_param("`prompt` must not be empty.", "prompt")
-        vocab = self._ctx.engine.info.vocab_size
+    def _prompts(
+        self, prompts: list[str | list[int]], echo: bool
+    ) -> tuple[list[list[int]], list[str]]:
+        """Each prompt's token ids (checked) and, with ``echo``, its text (a worker thread)."""
+        ctx = self._ctx
+        vocab = ctx.engine.info.vocab_size
         encoded = []
         for item in prompts:
             ids = (
-                list(self._ctx.tokenizer.encode(item, add_special_tokens=False))
+                list(ctx.tokenizer.encode(item, add_special_tokens=False))
                 if isinstance(item, str)
                 else list(item)
             )
@@ -113,8 +126,10 @@ class CompletionService:
                 raise invalid_param("`prompt` must not be empty.", "prompt")
             if any(not 0 <= t < vocab for t in ids):
                 raise invalid_param(f"Token ids must be in [0, {vocab}).", "prompt")
+            ctx.limits.check_prompt_tokens(len(ids), "prompt")
             encoded.append(ids)
-        return encoded
+        echoes = [str(ctx.tokenizer.decode(ids)) if echo else "" for ids in encoded]
+        return encoded, echoes
 
     def _deltas(self, plan: CompletionPlan) -> AsyncIterator[SequenceDelta]:
         ctx = self._ctx

@@ -12,8 +12,10 @@ from transformers import PreTrainedTokenizerBase
 from aiforge.engines.core import TokenEngine
 from aiforge.engines.server.detokenizer import TokenTexts
 from aiforge.engines.server.grammar import GrammarCompilerCache
+from aiforge.engines.server.limits import RequestLimits
 from aiforge.engines.server.metrics import ReplicaMetrics
 from aiforge.engines.server.params import SamplingDefaults
+from aiforge.engines.server.templates import ChatTemplates, RenderLimits
 from aiforge.protocol.openai.errors import model_not_found
 
 
@@ -25,13 +27,21 @@ class ReplicaContext:
     max_model_len: int
     metrics: ReplicaMetrics
     defaults: SamplingDefaults = field(default_factory=SamplingDefaults)
+    limits: RequestLimits = field(default_factory=RequestLimits)
     created: int = field(default_factory=lambda: int(time.time()))
     token_texts: TokenTexts = field(init=False)
+    templates: ChatTemplates = field(init=False)
     _grammars: GrammarCompilerCache | None = field(init=False, default=None)
     _grammar_lock: threading.Lock = field(init=False, default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self.token_texts = TokenTexts(self.tokenizer)
+        render = RenderLimits(
+            timeout_s=self.limits.chat_template_timeout_s,
+            # The prompt's text plus room for the template's own and the tools' text.
+            max_output_chars=2 * self.limits.max_prompt_chars + (1 << 16),
+        )
+        self.templates = ChatTemplates(self.tokenizer, render)
 
     def check_model(self, model: str) -> None:
         if model != self.served_model_name:

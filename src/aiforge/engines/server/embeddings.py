@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import math
 import struct
@@ -38,7 +39,12 @@ class EmbeddingService:
         dim = info.embedding_dim
         if request.dimensions is not None and dim is not None and request.dimensions > dim:
             raise invalid_param(f"`dimensions` must be at most {dim}.", "dimensions")
-        inputs = self._inputs(request)
+        items = as_batch(request.input)
+        if not items or len(items) > MAX_INPUTS:
+            raise invalid_param(f"`input` must hold 1 to {MAX_INPUTS} items.", "input")
+        ctx.limits.check_prompt_chars((i for i in items if isinstance(i, str)), "input")
+        # Tokenizing a big request takes seconds: never on the event loop.
+        inputs = await asyncio.to_thread(self._inputs, items)
         started = time.perf_counter()
         status = 500
         try:
@@ -66,16 +72,17 @@ class EmbeddingService:
             usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens),
         )
 
-    def _inputs(self, request: EmbeddingRequest) -> list[list[int]]:
-        items = as_batch(request.input)
-        if not items or len(items) > MAX_INPUTS:
-            raise invalid_param(f"`input` must hold 1 to {MAX_INPUTS} items.", "input")
+    def _inputs(self, items: list[str | list[int]]) -> list[list[int]]:
+        """Each input's token ids, checked against the vocabulary and the context."""
         limit = self._ctx.max_model_len
+        vocab = self._ctx.engine.info.vocab_size
         encoded = []
         for i, item in enumerate(items):
             ids = list(self._ctx.tokenizer.encode(item)) if isinstance(item, str) else list(item)
             if not ids:
                 raise invalid_param(f"`input[{i}]` is empty.", "input")
+            if any(not 0 <= t < vocab for t in ids):
+                raise invalid_param(f"Token ids must be in [0, {vocab}).", "input")
             if len(ids) > limit:
                 raise invalid_param(
                     f"This model's maximum context length is {limit} tokens. However, input "

@@ -36,7 +36,20 @@ def param_from_loc(loc: Sequence[Any]) -> str | None:
 
 def _is_union_tag(part: str) -> bool:
     # pydantic names union branches in locations, e.g. "str", "list[int]", "function-after[...]"
-    return part in {"str", "int", "float", "bool"} or "[" in part or part.startswith("function-")
+    return (
+        part in {"str", "int", "float", "bool"}
+        or "[" in part
+        or part.startswith(("function-", "constrained-"))
+    )
+
+
+def _most_telling(errors: Sequence[Any]) -> Any:
+    """Of a union's errors (one per branch), the one about the value rather than its type:
+    for ``"stop": [5 strings]`` "at most 4 items", not "should be a string"."""
+    for error in errors:
+        if not str(error.get("type", "")).endswith("_type"):
+            return error
+    return errors[0]
 
 
 def validation_error(exc: RequestValidationError) -> OpenAIError:
@@ -44,6 +57,9 @@ def validation_error(exc: RequestValidationError) -> OpenAIError:
     if not errors:
         return OpenAIError("Invalid request.")
     first = errors[0]
+    if first.get("type") != "json_invalid":
+        same_param = [e for e in errors if e.get("loc", ())[:2] == first.get("loc", ())[:2]]
+        first = _most_telling(same_param)
     if first.get("type") == "json_invalid":
         return OpenAIError(
             "We could not parse the JSON body of your request. (The body must be valid JSON.)",

@@ -17,6 +17,7 @@ from typing import TypeVar
 from transformers import PreTrainedTokenizerBase
 
 from aiforge.engines.core import (
+    EngineDeadError,
     GenerationRequest,
     SamplingParams,
     TokenConstraint,
@@ -120,6 +121,8 @@ async def run_sequence(
                 pending = []
     except (asyncio.CancelledError, GeneratorExit, OpenAIError):
         raise
+    except EngineDeadError as exc:
+        raise engine_error(f"The engine is down: {exc}", unavailable=True) from exc
     except Exception as exc:
         raise engine_error(f"The engine failed while generating: {exc}") from exc
     finally:

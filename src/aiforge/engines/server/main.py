@@ -17,9 +17,11 @@ from pathlib import Path
 import uvicorn
 from transformers import PreTrainedTokenizerBase
 
+from aiforge.config import Settings
 from aiforge.engines.core import TokenEngine
 from aiforge.engines.server.app import create_replica_app
 from aiforge.engines.server.context import ReplicaContext
+from aiforge.engines.server.limits import RequestLimits
 from aiforge.engines.server.metrics import ReplicaMetrics
 from aiforge.engines.server.params import SamplingDefaults
 
@@ -71,12 +73,19 @@ def parse_args(argv: Sequence[str] | None) -> ReplicaArgs:
 
 
 def run_replica(argv: Sequence[str] | None, build_engine: BuildEngine) -> None:
-    """Serve until SIGINT/SIGTERM; shutdown stops the engine (``engine.shutdown()``)."""
+    """Serve until SIGINT/SIGTERM; shutdown stops the engine (``engine.shutdown()``).
+
+    The replica process is an edge: its request limits come from the ``AIFORGE_*``
+    settings in the environment it inherits from whoever started it.
+    """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(serve_replica(parse_args(argv), build_engine))
+    limits = RequestLimits.from_settings(Settings())
+    asyncio.run(serve_replica(parse_args(argv), build_engine, limits=limits))
 
 
-async def serve_replica(args: ReplicaArgs, build_engine: BuildEngine) -> None:
+async def serve_replica(
+    args: ReplicaArgs, build_engine: BuildEngine, *, limits: RequestLimits | None = None
+) -> None:
     engine, tokenizer = await build_engine(args)
     info = engine.info
     max_model_len = min(args.max_model_len or info.max_model_len, info.max_model_len)
@@ -87,6 +96,7 @@ async def serve_replica(args: ReplicaArgs, build_engine: BuildEngine) -> None:
         max_model_len=max_model_len,
         metrics=ReplicaMetrics(args.served_model_name, engine.load),
         defaults=SamplingDefaults.from_model_dir(args.model),
+        limits=limits or RequestLimits(),
     )
     app = create_replica_app(ctx, max_body_bytes=args.max_body_bytes)
     config = uvicorn.Config(

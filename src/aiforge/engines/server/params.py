@@ -55,8 +55,9 @@ class RequestedSampling:
 
 
 def build_sampling_params(
-    requested: RequestedSampling, defaults: SamplingDefaults, *, max_tokens: int
+    requested: RequestedSampling, defaults: SamplingDefaults, *, max_tokens: int, vocab_size: int
 ) -> SamplingParams:
+    """The engine's params; ``vocab_size`` bounds ``logit_bias`` ids (400 beyond it)."""
     top_k = requested.top_k if requested.top_k is not None else defaults.top_k
     return SamplingParams(
         max_tokens=max_tokens,
@@ -69,26 +70,37 @@ def build_sampling_params(
         repetition_penalty=_pick(requested.repetition_penalty, defaults.repetition_penalty),
         logprobs=requested.logprobs,
         ignore_eos=requested.ignore_eos,
-        logit_bias=parse_logit_bias(requested.logit_bias),
+        logit_bias=parse_logit_bias(requested.logit_bias, vocab_size),
     )
 
 
-def parse_logit_bias(bias: dict[str, float] | None) -> tuple[tuple[int, float], ...]:
-    """OpenAI's ``{"token id": bias}`` map, checked: ids are integers, biases in [-100, 100]."""
+MAX_LOGIT_BIAS = 1024
+"""Entries in one ``logit_bias`` map: each is work at every step of the request."""
+
+
+def parse_logit_bias(
+    bias: dict[str, float] | None, vocab_size: int
+) -> tuple[tuple[int, float], ...]:
+    """OpenAI's ``{"token id": bias}`` map, checked: at most :data:`MAX_LOGIT_BIAS` entries,
+    ids in the model's vocabulary, biases in [-100, 100]."""
     if not bias:
         return ()
+    if len(bias) > MAX_LOGIT_BIAS:
+        raise invalid_param(
+            f"logit_bias may hold at most {MAX_LOGIT_BIAS} entries; got {len(bias)}.",
+            "logit_bias",
+        )
     pairs: list[tuple[int, float]] = []
     for key, value in bias.items():
-        try:
-            token_id = int(key)
-        except ValueError:
+        token_id = int(key) if key.isascii() and key.isdigit() and len(key) <= 10 else -1
+        if not 0 <= token_id < vocab_size:
             raise invalid_param(
-                f"logit_bias keys must be token ids (integers as strings); got {key!r}.",
+                f"logit_bias keys must be token ids in [0, {vocab_size}); got {key[:40]!r}.",
                 "logit_bias",
-            ) from None
-        if token_id < 0 or not -100.0 <= value <= 100.0:
+            )
+        if not -100.0 <= value <= 100.0:
             raise invalid_param(
-                f"logit_bias[{key!r}] must be a token id >= 0 with a bias in [-100, 100].",
+                f"logit_bias[{key!r}] must be a bias in [-100, 100]; got {value}.",
                 "logit_bias",
             )
         pairs.append((token_id, float(value)))

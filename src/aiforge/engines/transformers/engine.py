@@ -90,6 +90,9 @@ class TransformersTokenEngine:
     def load(self) -> dict[str, int]:
         return self._loop.load() if self._loop is not None else {"running": 0, "waiting": 0}
 
+    def fatal_error(self) -> str | None:
+        return self._loop.fatal_error() if self._loop is not None else None
+
     # -- generation ------------------------------------------------------------------------
     def _stop_criteria(self, request: GenerationRequest) -> StopCriteria:
         info = self._loaded.info

@@ -6,6 +6,12 @@ step runs. Everything crossing threads goes through :meth:`EngineLoop.submit` /
 each request's *sink*, a callable the loop invokes from its thread with every
 :class:`TokenEvent`, or with the exception that ended the request. The asyncio side makes
 its sink thread-safe with ``loop.call_soon_threadsafe``.
+
+One request cannot take the loop down: a request that fails to join (its parameters) or to
+sample (its constraint) fails alone, and a failed forward pass fails that step's requests.
+Should the thread die anyway, it says so (:meth:`EngineLoop.fatal_error`, which the
+replica's ``/health`` reports), fails every request it held with
+:class:`~aiforge.engines.core.EngineDeadError`, and refuses new ones at once.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from aiforge.engines.core import GenerationRequest, TokenEvent
+from aiforge.engines.core import EngineDeadError, GenerationRequest, TokenEvent
 from aiforge.engines.transformers.runner import ModelRunner
 from aiforge.engines.transformers.scheduler import Scheduler, SchedulerOutput, StopCriteria
 
@@ -51,6 +57,7 @@ class EngineLoop:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._load = {"running": 0, "waiting": 0}
+        self._fatal: str | None = None
 
     # -- called from any thread -----------------------------------------------------
     def start(self) -> None:
@@ -74,13 +81,41 @@ class EngineLoop:
     def load(self) -> dict[str, int]:
         return dict(self._load)
 
+    def fatal_error(self) -> str | None:
+        """None while the thread serves; why it died once it has."""
+        return self._fatal
+
     def _post(self, message: _Submit | _Abort) -> None:
         with self._wakeup:
+            if self._fatal is not None:
+                if isinstance(message, _Submit):
+                    raise EngineDeadError(f"the engine loop has died: {self._fatal}")
+                return
             self._inbox.append(message)
             self._wakeup.notify()
 
     # -- the engine thread -----------------------------------------------------------
     def _run(self) -> None:
+        try:
+            self._serve()
+        except BaseException as exc:
+            log.critical("the engine loop died", exc_info=exc)
+            self._die(f"{type(exc).__name__}: {exc}")
+
+    def _die(self, reason: str) -> None:
+        """Refuse new requests, then fail every request the loop holds or was sent."""
+        error = EngineDeadError(f"the engine loop has died: {reason}")
+        with self._wakeup:
+            self._fatal = reason
+            pending = [m for m in self._inbox if isinstance(m, _Submit)]
+            self._inbox.clear()
+        for message in pending:
+            message.sink(error)
+        sinks, self._sinks = self._sinks, {}
+        for sink in sinks.values():
+            sink(error)
+
+    def _serve(self) -> None:
         while True:
             with self._wakeup:
                 while not self._inbox and not self._stopping and not self._has_work():
@@ -105,10 +140,15 @@ class EngineLoop:
         request = message.request
         try:
             self._scheduler.add(request.request_id, request.prompt_token_ids, message.stop)
-        except ValueError as exc:
+        except ValueError as exc:  # a duplicate id, a prompt that does not fit
             message.sink(exc)
             return
-        self._runner.add_request(request)
+        try:
+            self._runner.add_request(request)
+        except Exception as exc:  # its parameters (a seed torch refuses…): it alone fails
+            self._scheduler.abort(request.request_id)
+            message.sink(exc)
+            return
         self._sinks[request.request_id] = message.sink
 
     def _step(self) -> None:
@@ -131,6 +171,11 @@ class EngineLoop:
             self._runner.drop(step.freed)
             return
         result = self._runner.execute(step)
+        for request_id, exc in result.failed.items():
+            self._scheduler.abort(request_id)
+            sink = self._sinks.pop(request_id, None)
+            if sink is not None:
+                sink(exc)
         events = self._scheduler.update_from_output(
             step, result.token_ids(), result.constraint_finished
         )

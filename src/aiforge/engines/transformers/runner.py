@@ -27,7 +27,13 @@ from typing import Any
 import torch
 
 from aiforge.engines.core import GenerationRequest, SamplingParams, TokenConstraint
-from aiforge.engines.sampling import SampledToken, make_generator, sample_batch, sample_token
+from aiforge.engines.sampling import (
+    SampledToken,
+    is_greedy,
+    make_generator,
+    sample_batch,
+    sample_token,
+)
 from aiforge.engines.transformers.kv_cache import SlotKVCache
 from aiforge.engines.transformers.scheduler import DecodeItem, PrefillChunk, SchedulerOutput
 from aiforge.engines.transformers.upcast import Float32Linears, upcast_helps
@@ -54,7 +60,7 @@ class _SequenceSampling:
             and p.frequency_penalty == 0.0
             and p.presence_penalty == 0.0
             and not p.logit_bias
-            and (p.temperature <= 0 or self.generator is None)
+            and (is_greedy(p) or self.generator is None)
         )
 
 
@@ -62,6 +68,9 @@ class _SequenceSampling:
 class RunnerOutput:
     sampled: dict[str, SampledToken]
     constraint_finished: frozenset[str] = frozenset()
+    failed: dict[str, Exception] = field(default_factory=dict)
+    """Requests whose own sampling raised (their constraint, their parameters): the loop
+    fails them alone; the rest of the batch goes on."""
 
     def token_ids(self) -> dict[str, int]:
         return {rid: s.token_id for rid, s in self.sampled.items()}
@@ -253,16 +262,21 @@ class ModelRunner:
                 picked[i] = SampledToken(token_id)
         sampled: dict[str, SampledToken] = {}
         finished: set[str] = set()
+        failed: dict[str, Exception] = {}
         for i, (request_id, seq) in enumerate(zip(request_ids, sequences, strict=True)):
-            token = picked.get(i)
-            if token is None:
-                token = sample_token(
-                    logits[i], seq.params, seq.generated, seq.generator, seq.constraint
-                )
+            try:
+                token = picked.get(i)
+                if token is None:
+                    token = sample_token(
+                        logits[i], seq.params, seq.generated, seq.generator, seq.constraint
+                    )
+                if seq.constraint is not None:
+                    seq.constraint.accept(token.token_id)
+                    if seq.constraint.is_finished():
+                        finished.add(request_id)
+            except Exception as exc:  # this request's own sampling: it alone fails
+                failed[request_id] = exc
+                continue
             seq.generated.append(token.token_id)
-            if seq.constraint is not None:
-                seq.constraint.accept(token.token_id)
-                if seq.constraint.is_finished():
-                    finished.add(request_id)
             sampled[request_id] = token
-        return RunnerOutput(sampled, frozenset(finished))
+        return RunnerOutput(sampled, frozenset(finished), failed)

@@ -7,8 +7,12 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from aiforge.protocol.openai.common import (
+    Bool,
+    Float,
+    Int,
     RequestModel,
     ResponseModel,
+    Seed,
     StopParam,
     StreamOptions,
     Usage,
@@ -52,7 +56,7 @@ class FunctionDefinition(RequestModel):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9_.-]+$")
     description: str | None = None
     parameters: dict[str, Any] | None = None
-    strict: bool | None = None
+    strict: Bool | None = None
 
 
 class ChatTool(RequestModel):
@@ -84,7 +88,7 @@ class JsonSchemaSpec(RequestModel):
     name: str = Field(min_length=1, max_length=64)
     description: str | None = None
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
-    strict: bool | None = None
+    strict: Bool | None = None
 
 
 class ResponseFormatJsonSchema(RequestModel):
@@ -101,30 +105,33 @@ ResponseFormat = Annotated[
 class ChatCompletionRequest(RequestModel):
     model: str
     messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool = False
+    stream: Bool = False
     stream_options: StreamOptions | None = None
-    n: int = Field(default=1, ge=1, le=128)
+    n: Int = Field(default=1, ge=1, le=128)
     stop: StopParam = None
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    seed: int | None = None
-    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
-    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
-    logprobs: bool = False
-    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    max_tokens: Int | None = Field(default=None, ge=1)
+    max_completion_tokens: Int | None = Field(default=None, ge=1)
+    temperature: Float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: Float | None = Field(default=None, gt=0.0, le=1.0)
+    seed: Seed | None = None
+    presence_penalty: Float | None = Field(default=None, ge=-2.0, le=2.0)
+    frequency_penalty: Float | None = Field(default=None, ge=-2.0, le=2.0)
+    logprobs: Bool = False
+    top_logprobs: Int | None = Field(default=None, ge=0, le=20)
     tools: list[ChatTool] | None = None
     tool_choice: ToolChoice | None = None
-    parallel_tool_calls: bool = True
+    parallel_tool_calls: Bool = True
     response_format: ResponseFormat | None = None
     user: str | None = None
     # Extensions (as in vLLM).
-    top_k: int | None = Field(default=None, ge=-1)
-    repetition_penalty: float | None = Field(default=None, gt=0.0)
+    top_k: Int | None = Field(default=None, ge=-1, le=2**31 - 1)
+    repetition_penalty: Float | None = Field(default=None, gt=0.0)
+    chat_template: str | None = None
+    """A Jinja chat template to use instead of the model's: refused unless the server's
+    admin allows it (``AIFORGE_ALLOW_REQUEST_CHAT_TEMPLATE``)."""
     chat_template_kwargs: dict[str, Any] | None = None
-    ignore_eos: bool = False
-    logit_bias: dict[str, float] | None = None
+    ignore_eos: Bool = False
+    logit_bias: dict[str, Float] | None = None
 
 
 # -- response ------------------------------------------------------------------

@@ -4,15 +4,46 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    StrictBool,
+    model_serializer,
+)
 
 MAX_STOP_STRINGS = 4
+MAX_STOP_LENGTH = 1000
+"""Characters in one stop string: matching runs over every stop at every token."""
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _number_not_bool_or_text(value: Any) -> Any:
+    # pydantic's lax mode reads true as 1 and "10" as 10; OpenAI refuses both.
+    if isinstance(value, bool | str):
+        raise ValueError("Input should be a number, not a boolean or a string")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_number_not_bool_or_text)]
+"""An integer parameter: a JSON number with no fraction (``true`` and ``"10"`` refused)."""
+Float = Annotated[float, BeforeValidator(_number_not_bool_or_text)]
+"""A number parameter: finite (the models refuse NaN and infinities), never a boolean."""
+Bool = StrictBool
+"""A JSON boolean, nothing else (``1`` and ``"yes"`` refused)."""
+Seed = Annotated[Int, Field(ge=INT64_MIN, le=INT64_MAX)]
+"""A seed the engines take: within int64."""
 
 
 class RequestModel(BaseModel):
-    """Base of every request body: unknown fields are ignored, as OpenAI clients send extras."""
+    """Base of every request body: unknown fields are ignored, as OpenAI clients send extras.
 
-    model_config = ConfigDict(extra="ignore")
+    Numbers must be finite: Python's JSON parser reads ``NaN`` and ``Infinity``.
+    """
+
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
 
 class ResponseModel(BaseModel):
@@ -37,14 +68,16 @@ class ResponseModel(BaseModel):
 
 
 class StreamOptions(RequestModel):
-    include_usage: bool = False
+    include_usage: Bool = False
     """A final chunk with empty ``choices`` carries the request's usage."""
-    continuous_usage_stats: bool = False
+    continuous_usage_stats: Bool = False
     """vLLM's extension: with ``include_usage`` every chunk also carries the usage so far
     (the gateway asks replicas for it so a cancelled stream is metered exactly)."""
 
 
-StopParam = str | Annotated[list[str], Field(max_length=MAX_STOP_STRINGS)] | None
+_Stop = Annotated[str, Field(max_length=MAX_STOP_LENGTH)]
+StopParam = _Stop | Annotated[list[_Stop], Field(max_length=MAX_STOP_STRINGS)] | None
+"""Up to 4 stop sequences, as OpenAI takes, each of bounded length."""
 
 
 class PromptTokensDetails(ResponseModel):

@@ -7,39 +7,43 @@ from typing import Literal
 from pydantic import Field
 
 from aiforge.protocol.openai.common import (
+    Bool,
+    Float,
+    Int,
     RequestModel,
     ResponseModel,
+    Seed,
     StopParam,
     StreamOptions,
     Usage,
 )
 
-Prompt = str | list[str] | list[int] | list[list[int]]
+Prompt = str | list[str] | list[Int] | list[list[Int]]
 
 
 class CompletionRequest(RequestModel):
     model: str
     prompt: Prompt
     suffix: str | None = None
-    max_tokens: int | None = Field(default=16, ge=1)
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    n: int = Field(default=1, ge=1, le=128)
-    best_of: int | None = Field(default=None, ge=1, le=128)
-    stream: bool = False
+    max_tokens: Int | None = Field(default=16, ge=1)
+    temperature: Float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: Float | None = Field(default=None, gt=0.0, le=1.0)
+    n: Int = Field(default=1, ge=1, le=128)
+    best_of: Int | None = Field(default=None, ge=1, le=128)
+    stream: Bool = False
     stream_options: StreamOptions | None = None
-    logprobs: int | None = Field(default=None, ge=0, le=5)
-    echo: bool = False
+    logprobs: Int | None = Field(default=None, ge=0, le=5)
+    echo: Bool = False
     stop: StopParam = None
-    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
-    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
-    seed: int | None = None
+    presence_penalty: Float | None = Field(default=None, ge=-2.0, le=2.0)
+    frequency_penalty: Float | None = Field(default=None, ge=-2.0, le=2.0)
+    seed: Seed | None = None
     user: str | None = None
     # Extensions (as in vLLM).
-    top_k: int | None = Field(default=None, ge=-1)
-    repetition_penalty: float | None = Field(default=None, gt=0.0)
-    ignore_eos: bool = False
-    logit_bias: dict[str, float] | None = None
+    top_k: Int | None = Field(default=None, ge=-1, le=2**31 - 1)
+    repetition_penalty: Float | None = Field(default=None, gt=0.0)
+    ignore_eos: Bool = False
+    logit_bias: dict[str, Float] | None = None
 
 
 class CompletionLogprobs(ResponseModel):

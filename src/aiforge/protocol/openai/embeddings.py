@@ -6,16 +6,16 @@ from typing import Literal
 
 from pydantic import Field
 
-from aiforge.protocol.openai.common import RequestModel, ResponseModel
+from aiforge.protocol.openai.common import Int, RequestModel, ResponseModel
 
-EmbeddingInput = str | list[str] | list[int] | list[list[int]]
+EmbeddingInput = str | list[str] | list[Int] | list[list[Int]]
 
 
 class EmbeddingRequest(RequestModel):
     model: str
     input: EmbeddingInput
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(default=None, ge=1)
+    dimensions: Int | None = Field(default=None, ge=1)
     user: str | None = None
 
 

@@ -246,3 +246,68 @@ async def test_shutdown_ends_open_streams_without_a_finish_reason(tiny_gguf: Pat
     assert all(e.finish_reason is None for e in rest)
     with pytest.raises(RuntimeError, match="not running"):
         await collect(eng, request("late", PROMPTS[0]))
+
+
+class _BrokenConstraint:
+    """A constraint whose mask fails: a request whose sampling raises inside the loop."""
+
+    def mask_logits(self, logits: torch.Tensor) -> None:
+        raise RuntimeError("mask exploded")
+
+    def accept(self, token_id: int) -> None:
+        pass
+
+    def is_finished(self) -> bool:
+        return False
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        request("bad", PROMPTS[0], seed=1 << 70),
+        GenerationRequest(
+            "bad", PROMPTS[0], SamplingParams(max_tokens=5), constraint=_BrokenConstraint()
+        ),
+        request("bad", PROMPTS[0], temperature=1e-30),
+    ],
+    ids=["seed-overflow", "sampling-raises", "tiny-temperature"],
+)
+async def test_one_failing_request_fails_alone_and_the_loop_goes_on(
+    engine: LlamaCppTokenEngine, bad: GenerationRequest
+) -> None:
+    async def bad_outcome() -> str:
+        try:
+            events = await collect(engine, bad)
+        except Exception as exc:  # the failing request may fail, but alone
+            return f"failed: {exc}"
+        return f"ok: {len(events)}"
+
+    good, outcome = await asyncio.wait_for(
+        asyncio.gather(collect(engine, request("good", PROMPTS[1], max_tokens=8)), bad_outcome()),
+        30,
+    )
+    assert len(good) == 8
+    assert outcome.startswith(("failed", "ok"))
+    after = await asyncio.wait_for(collect(engine, request("after", PROMPTS[2], max_tokens=4)), 30)
+    assert len(after) == 4
+    assert engine.fatal_error() is None
+
+
+class _LoopKiller(BaseException):
+    """Not an Exception: gets past every ``except Exception`` of the loop."""
+
+
+async def test_a_dead_loop_fails_requests_fast_and_says_so(
+    engine: LlamaCppTokenEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert engine.fatal_error() is None
+
+    def die(plan: object) -> None:
+        raise _LoopKiller("the loop died")
+
+    monkeypatch.setattr(engine, "_step", die)
+    with pytest.raises(RuntimeError):
+        await asyncio.wait_for(collect(engine, request("victim", PROMPTS[0])), 10)
+    assert engine.fatal_error() is not None
+    with pytest.raises(RuntimeError):  # later requests fail at once, never hang
+        await asyncio.wait_for(collect(engine, request("later", PROMPTS[1])), 2)

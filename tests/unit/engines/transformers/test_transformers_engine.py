@@ -327,3 +327,73 @@ async def test_bfloat16_embeddings_match_float32_ones(tmp_path: Path) -> None:
         await engine.shutdown()
     cosine = (vectors["float32"] * vectors["bfloat16"]).sum(-1)
     assert torch.all(cosine > 0.99)
+
+
+class _BrokenConstraint:
+    """A constraint whose mask fails: a request whose sampling raises inside the loop."""
+
+    def mask_logits(self, logits: torch.Tensor) -> None:
+        raise RuntimeError("mask exploded")
+
+    def accept(self, token_id: int) -> None:
+        pass
+
+    def is_finished(self) -> bool:
+        return False
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        GenerationRequest("bad", PROMPTS[0], _greedy(5, seed=1 << 70)),
+        GenerationRequest("bad", PROMPTS[0], _greedy(5), constraint=_BrokenConstraint()),
+        GenerationRequest(
+            "bad", PROMPTS[0], SamplingParams(max_tokens=5, temperature=1e-30, ignore_eos=True)
+        ),
+    ],
+    ids=["seed-overflow", "sampling-raises", "tiny-temperature"],
+)
+async def test_one_failing_request_fails_alone_and_the_loop_goes_on(
+    engine: TransformersTokenEngine, bad: GenerationRequest
+) -> None:
+    async def bad_outcome() -> str:
+        try:
+            events = await _collect(engine, bad.request_id, bad.prompt_token_ids, bad.params)
+        except Exception as exc:  # the failing request may fail, but alone
+            return f"failed: {exc}"
+        return f"ok: {len(events)}"
+
+    good, outcome = await asyncio.wait_for(
+        asyncio.gather(_collect(engine, "good", PROMPTS[1], _greedy(8)), bad_outcome()), 30
+    )
+    assert [e.finish_reason for e in good][-1] == "length"
+    assert outcome.startswith(("failed", "ok"))
+    after = await asyncio.wait_for(_collect(engine, "after", PROMPTS[2], _greedy(4)), 30)
+    assert len(after) == 4
+    assert engine.fatal_error() is None
+
+
+class _LoopKiller(BaseException):
+    """Not an Exception: gets past every ``except Exception`` of the loop."""
+
+
+async def test_a_dead_loop_fails_requests_fast_and_says_so(
+    chat_model: LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = await _engine(chat_model, max_num_seqs=2)
+    try:
+        assert engine.fatal_error() is None
+        loop = engine._loop
+        assert loop is not None
+
+        def die() -> None:
+            raise _LoopKiller("the loop died")
+
+        monkeypatch.setattr(loop, "_step", die)
+        with pytest.raises(RuntimeError):
+            await asyncio.wait_for(_collect(engine, "victim", PROMPTS[0], _greedy(4)), 10)
+        assert engine.fatal_error() is not None
+        with pytest.raises(RuntimeError):  # later requests fail at once, never hang
+            await asyncio.wait_for(_collect(engine, "later", PROMPTS[1], _greedy(4)), 2)
+    finally:
+        await engine.shutdown()

@@ -29,7 +29,12 @@ from aiforge.config import Settings
 from aiforge.platform.api.keys import build_keys_router
 from aiforge.platform.api.tenancy import build_tenancy_router
 from aiforge.platform.api.usage import build_usage_router
-from aiforge.platform.db.engine import make_engine, make_sessionmaker
+from aiforge.platform.db.engine import (
+    PRIVATE_DIR_MODE,
+    make_engine,
+    make_sessionmaker,
+    narrow_mode,
+)
 from aiforge.platform.db.migrate import upgrade_to_head
 from aiforge.platform.deployments import (
     DeploymentService,
@@ -90,6 +95,7 @@ class PlatformRuntime:
 
     async def start(self) -> None:
         """Migrate, provision defaults and the admin key, load the key cache."""
+        secure_data_dir(self.settings.data_dir)
         url = self.settings.resolved_database_url()
         await asyncio.to_thread(upgrade_to_head, url, engine=self.engine)
         self.default = await asyncio.to_thread(ensure_default_tenancy, self.sessions)
@@ -181,9 +187,16 @@ def _pepper(settings: Settings) -> bytes:
     return configured.encode() if isinstance(configured, str) and configured else DEFAULT_PEPPER
 
 
+def secure_data_dir(data_dir: Path) -> None:
+    """The data dir holds the database, the admin key and the usage journal: owner-only
+    (created 0700; an existing one open to others is narrowed to 0700)."""
+    data_dir.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    narrow_mode(data_dir, PRIVATE_DIR_MODE)
+
+
 def write_secret_file(path: Path, secret: str) -> None:
     """Write ``secret`` readable by the owner only (created 0600, never world-readable)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as handle:
         handle.write(secret + "\n")

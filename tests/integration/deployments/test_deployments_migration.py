@@ -8,7 +8,12 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
 from aiforge.platform.db.engine import make_engine
-from aiforge.platform.db.migrate import alembic_config, current_revision, upgrade_to_head
+from aiforge.platform.db.migrate import (
+    alembic_config,
+    current_revision,
+    head_revision,
+    upgrade_to_head,
+)
 from aiforge.platform.db.tables import load_all_tables
 
 
@@ -16,7 +21,7 @@ def test_0003_creates_the_declared_deployments_table_and_downgrades(database_url
     upgrade_to_head(database_url)
     engine = make_engine(database_url)
     try:
-        assert current_revision(engine) == "0003_deployments"
+        assert current_revision(engine) == head_revision()
         with engine.connect() as connection:
             diff = compare_metadata(MigrationContext.configure(connection), load_all_tables())
         assert diff == []

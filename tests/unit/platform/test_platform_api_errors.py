@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -100,7 +101,9 @@ def test_refusals_use_the_envelope(
     assert error(response)["param"] == param
 
 
-def test_a_router_without_an_authenticator_is_a_wiring_error() -> None:
+def test_a_router_without_an_authenticator_is_a_logged_wiring_error_in_the_envelope(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     router = admin_router()
 
     @router.get("/x")
@@ -109,8 +112,11 @@ def test_a_router_without_an_authenticator_is_a_wiring_error() -> None:
 
     application = FastAPI()
     application.include_router(router)
-    with pytest.raises(RuntimeError, match=r"app\.state\.authenticator"):
-        TestClient(application).get("/x")
+    with caplog.at_level(logging.ERROR, logger="aiforge.platform.api.errors"):
+        response = TestClient(application).get("/x")
+    assert response.status_code == 500
+    assert error(response)["type"] == "server_error"
+    assert "app.state.authenticator" in caplog.text
 
 
 def test_parse_expiry() -> None:

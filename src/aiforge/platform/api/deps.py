@@ -17,6 +17,9 @@ from aiforge.gateway.access import Authenticator
 from aiforge.platform.domain.access import check_project
 from aiforge.types import Principal
 
+PRINCIPAL_SCOPE_KEY = "aiforge.admin_principal"
+"""Where :func:`aiforge.platform.api.guard.admit` leaves the principal it authenticated."""
+
 
 def _authenticator(request: Request) -> Authenticator:
     authenticator: Authenticator | None = getattr(request.app.state, "authenticator", None)
@@ -27,6 +30,9 @@ def _authenticator(request: Request) -> Authenticator:
 
 def current_principal(request: Request) -> Principal:
     """Resolve the ``Authorization`` header; raises ``AuthError`` (401/403) when invalid."""
+    admitted = request.scope.get(PRINCIPAL_SCOPE_KEY)
+    if isinstance(admitted, Principal):
+        return admitted
     return _authenticator(request).authenticate(request.headers.get("authorization"))
 
 
@@ -43,4 +49,4 @@ def authorize_project(principal: Principal, project_id: str, *, write: bool) -> 
     check_project(principal, project_id, write=write)
 
 
-__all__ = ["CurrentPrincipal", "authorize_project", "current_principal"]
+__all__ = ["PRINCIPAL_SCOPE_KEY", "CurrentPrincipal", "authorize_project", "current_principal"]

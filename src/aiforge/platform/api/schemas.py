@@ -10,10 +10,17 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from aiforge.platform.api.fields import (
+    AwareTimestamp,
+    Email,
+    LimitValue,
+    ModelName,
+    Name,
+    OptionalName,
+    Region,
+)
 from aiforge.platform.domain.key_record import KeyStatus
 from aiforge.platform.domain.roles import Role
-
-_NAME = Field(min_length=1, max_length=200)
 
 
 class _Public(BaseModel):
@@ -21,12 +28,14 @@ class _Public(BaseModel):
 
 
 # -- organizations ---------------------------------------------------------
+# Request models carry the strict input types (:mod:`aiforge.platform.api.fields`); public
+# models show what is stored as it is, so a row written before a rule tightened still reads.
 class OrganizationBase(BaseModel):
-    name: str = _NAME
+    name: str
 
 
 class OrganizationCreate(OrganizationBase):
-    pass
+    name: Name
 
 
 class OrganizationPublic(OrganizationBase, _Public):
@@ -36,10 +45,11 @@ class OrganizationPublic(OrganizationBase, _Public):
 
 # -- projects --------------------------------------------------------------
 class ProjectBase(BaseModel):
-    name: str = _NAME
+    name: str
 
 
 class ProjectCreate(ProjectBase):
+    name: Name
     organization_id: str
 
 
@@ -51,12 +61,13 @@ class ProjectPublic(ProjectBase, _Public):
 
 # -- users and memberships -------------------------------------------------
 class UserBase(BaseModel):
-    email: str = Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
-    name: str = Field(default="", max_length=200)
+    email: str
+    name: str = ""
 
 
 class UserCreate(UserBase):
-    pass
+    email: Email
+    name: OptionalName = ""
 
 
 class UserPublic(UserBase, _Public):
@@ -68,8 +79,8 @@ class MembershipCreate(BaseModel):
     """Add a user by ``user_id``, or by ``email`` (the user is created if new)."""
 
     user_id: str | None = None
-    email: str | None = Field(default=None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
-    name: str = Field(default="", max_length=200)
+    email: Email | None = None
+    name: OptionalName = ""
     role: Role = "member"
 
 
@@ -84,26 +95,36 @@ class MembershipPublic(_Public):
 
 # -- API keys --------------------------------------------------------------
 class ApiKeyBase(BaseModel):
-    name: str = Field(default="", max_length=200)
+    name: str = ""
     role: Role = "member"
     allowed_models: list[str] | None = Field(
         default=None, description="Models this key may call; null for every model."
     )
-    region: str | None = Field(default=None, max_length=64, description="The key's home region.")
+    region: str | None = Field(default=None, description="The key's home region.")
     expires_at: datetime | None = Field(default=None, description="Aware timestamp; null: never.")
 
 
 class ApiKeyCreate(ApiKeyBase):
-    pass
+    """A key gets at most what the calling key holds: omitted ``expires_at`` and
+    ``allowed_models`` default to the caller's own, and its limits start as the caller's."""
+
+    name: OptionalName = ""
+    allowed_models: list[ModelName] | None = Field(
+        default=None, description="Models this key may call; null for every model."
+    )
+    region: Region | None = Field(default=None, description="The key's home region.")
+    expires_at: AwareTimestamp | None = Field(
+        default=None, description="Aware timestamp; null: never (or the caller's expiry)."
+    )
 
 
 class ApiKeyUpdate(BaseModel):
     """Only the fields sent are changed (send ``null`` to clear a field)."""
 
-    name: str | None = Field(default=None, max_length=200)
-    allowed_models: list[str] | None = None
-    region: str | None = Field(default=None, max_length=64)
-    expires_at: datetime | None = None
+    name: OptionalName | None = None
+    allowed_models: list[ModelName] | None = None
+    region: Region | None = None
+    expires_at: AwareTimestamp | None = None
 
 
 class ApiKeyPublic(ApiKeyBase, _Public):
@@ -125,15 +146,22 @@ class ApiKeyCreated(ApiKeyPublic):
 class LimitsBase(BaseModel):
     """Each limit is ``null`` (unlimited) or a non-negative integer."""
 
-    requests_per_minute: int | None = Field(default=None, ge=0)
-    tokens_per_minute: int | None = Field(default=None, ge=0)
-    max_concurrent: int | None = Field(default=None, ge=0)
-    tokens_per_day: int | None = Field(default=None, ge=0)
-    tokens_per_month: int | None = Field(default=None, ge=0)
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    max_concurrent: int | None = None
+    tokens_per_day: int | None = None
+    tokens_per_month: int | None = None
 
 
 class LimitsUpdate(LimitsBase):
-    """The full set of limits (PUT semantics: omitted fields become unlimited)."""
+    """The full set of limits (PUT semantics: omitted fields become unlimited), each
+    ``null`` or an integer from 0 to 10**15; a key sets none looser than its own."""
+
+    requests_per_minute: LimitValue | None = None
+    tokens_per_minute: LimitValue | None = None
+    max_concurrent: LimitValue | None = None
+    tokens_per_day: LimitValue | None = None
+    tokens_per_month: LimitValue | None = None
 
 
 class LimitsPublic(LimitsBase):

@@ -7,7 +7,7 @@ admin route. The route holds no query: it asks the :class:`UsageLedger`.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from aiforge.platform.api.deps import CurrentPrincipal, authorize_project
 from aiforge.platform.api.errors import admin_router
+from aiforge.platform.api.fields import UtcTimestamp
 from aiforge.platform.metering.ledger import UsageLedger
 from aiforge.platform.metering.queries import GroupBy, UsageFilter, totals_csv
 from aiforge.types import Principal
@@ -47,12 +48,6 @@ class UsageReport(BaseModel):
     data: list[UsageTotalPublic]
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)  # a time without zone is read as UTC
-
-
 def visible_project(principal: Principal, project_id: str | None) -> str | None:
     """The project whose usage the caller may see (None: every project, admins only)."""
     if project_id is None and not principal.is_platform_admin:
@@ -75,15 +70,19 @@ def build_usage_router(ledger: UsageLedger) -> APIRouter:
     async def usage(
         principal: CurrentPrincipal,
         group_by: Annotated[GroupBy, Query(description="key, project, model or day")] = "day",
-        since: Annotated[datetime | None, Query(description="Inclusive (ISO 8601, UTC)")] = None,
-        until: Annotated[datetime | None, Query(description="Exclusive (ISO 8601, UTC)")] = None,
+        since: Annotated[
+            UtcTimestamp | None, Query(description="Inclusive (ISO 8601; no zone: UTC)")
+        ] = None,
+        until: Annotated[
+            UtcTimestamp | None, Query(description="Exclusive (ISO 8601; no zone: UTC)")
+        ] = None,
         project_id: str | None = None,
         key_id: str | None = None,
         model: str | None = None,
         format: Annotated[Literal["json", "csv"], Query()] = "json",
     ) -> UsageReport | Response:
         project = visible_project(principal, project_id)
-        filters = UsageFilter(_utc(since), _utc(until), project, key_id, model)
+        filters = UsageFilter(since, until, project, key_id, model)
         totals = await ledger.totals(group_by=group_by, filters=filters)
         if format == "csv":
             return Response(

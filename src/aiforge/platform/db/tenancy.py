@@ -3,6 +3,9 @@
 Rows are plain records: no I/O methods (repositories in :mod:`aiforge.platform.services`
 do the queries). Ids are short prefixed strings (``org_…``, ``proj_…``, ``key_…``) so a
 log line or a CLI table says what an id names.
+
+Names are unique by their ``*_key`` column (:func:`aiforge.platform.domain.names.name_key`,
+the NFKC case-folded name), so the database itself refuses ``Acme`` beside ``ACME``.
 """
 
 from __future__ import annotations
@@ -11,9 +14,11 @@ from datetime import datetime
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     ForeignKey,
+    Index,
     Integer,
     String,
     UniqueConstraint,
@@ -23,6 +28,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from aiforge.platform.db.base import Base, UtcDateTime
 
 ROLE_CHECK = "role IN ('owner', 'admin', 'member', 'viewer')"
+NAME_KEY_LENGTH = 1024
 
 
 class OrganizationRow(Base):
@@ -30,18 +36,23 @@ class OrganizationRow(Base):
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
+    name_key: Mapped[str] = mapped_column(String(NAME_KEY_LENGTH), index=True, unique=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class ProjectRow(Base):
     __tablename__ = "projects"
-    __table_args__ = (UniqueConstraint("organization_id", "name", name="uq_projects_org_name"),)
+    __table_args__ = (
+        UniqueConstraint("organization_id", "name", name="uq_projects_org_name"),
+        Index("ix_projects_org_name_key", "organization_id", "name_key", unique=True),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     organization_id: Mapped[str] = mapped_column(
         ForeignKey("organizations.id", ondelete="CASCADE"), index=True
     )
     name: Mapped[str] = mapped_column(String(200))
+    name_key: Mapped[str] = mapped_column(String(NAME_KEY_LENGTH))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
@@ -50,6 +61,7 @@ class UserRow(Base):
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     email: Mapped[str] = mapped_column(String(320), unique=True)
+    email_key: Mapped[str] = mapped_column(String(NAME_KEY_LENGTH), index=True, unique=True)
     name: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
@@ -88,7 +100,8 @@ class ApiKeyRow(Base):
     name: Mapped[str] = mapped_column(String(200), default="")
     prefix: Mapped[str] = mapped_column(String(40), unique=True)
     """The non-secret lookup handle embedded in the token (shown in lists and logs)."""
-    secret_hash: Mapped[str] = mapped_column(String(128))
+    secret_hash: Mapped[str] = mapped_column(String(128), index=True, unique=True)
+    """HMAC-SHA256(pepper, whole token): what a key is looked up by (no prefix is trusted)."""
     role: Mapped[str] = mapped_column(String(16))
     is_platform_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     allowed_models: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
@@ -100,13 +113,14 @@ class ApiKeyRow(Base):
 
 
 class _LimitColumns:
-    """The five limits of :class:`aiforge.platform.limits.policy.LimitPolicy` (NULL: none)."""
+    """The five limits of :class:`aiforge.platform.limits.policy.LimitPolicy` (NULL: none),
+    64-bit: a month of tokens outgrows a 32-bit column."""
 
-    requests_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    tokens_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    max_concurrent: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    tokens_per_day: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    tokens_per_month: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    requests_per_minute: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    tokens_per_minute: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    max_concurrent: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    tokens_per_day: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    tokens_per_month: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class KeyLimitRow(_LimitColumns, Base):

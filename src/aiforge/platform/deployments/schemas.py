@@ -9,17 +9,25 @@ which answers 400 with ``param`` too.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from aiforge.cluster.deployments import DEFAULT_POLICY, DeploymentSpec
+from aiforge.platform.api.fields import ColumnInt
 from aiforge.platform.deployments.manifest import spec_from_mapping
 from aiforge.platform.deployments.service import StoredDeployment
 
 
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+# The widths of the ``deployments`` columns, so no value outgrows its column.
+ModelSource = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+EngineName = Annotated[str, StringConstraints(max_length=32)]
+PolicyName = Annotated[str, StringConstraints(max_length=64)]
+DtypeName = Annotated[str, StringConstraints(max_length=32)]
 
 
 class PlacementModel(_Request):
@@ -30,20 +38,18 @@ class PlacementModel(_Request):
 
 
 class DeploymentBase(_Request):
-    model: str = Field(
-        min_length=1,
-        max_length=1024,
+    model: ModelSource = Field(
         description="Model source: a hub id (Qwen/Qwen3-0.6B), a path on the server, or demo.",
     )
-    engine: str = Field(default="auto", description="auto, transformers, llamacpp or vllm.")
+    engine: EngineName = Field(default="auto", description="auto, transformers, llamacpp or vllm.")
     engine_args: list[str] = Field(default_factory=list, description="Extra engine arguments.")
-    replicas: int = 1
-    min_replicas: int | None = None
-    max_replicas: int | None = None
-    policy: str = Field(default=DEFAULT_POLICY, description="Routing policy name.")
-    max_model_len: int | None = None
-    dtype: str = "auto"
-    threads: int | None = None
+    replicas: ColumnInt = 1
+    min_replicas: ColumnInt | None = None
+    max_replicas: ColumnInt | None = None
+    policy: PolicyName = Field(default=DEFAULT_POLICY, description="Routing policy name.")
+    max_model_len: ColumnInt | None = None
+    dtype: DtypeName = "auto"
+    threads: ColumnInt | None = None
     placement: PlacementModel = Field(default_factory=PlacementModel)
     projects: list[str] | None = Field(
         default=None, description="Project ids that may use it; null: every project."
@@ -72,16 +78,16 @@ class DeploymentApply(DeploymentBase):
 class DeploymentUpdate(_Request):
     """Only the fields sent change (``projects: null`` opens it to every project)."""
 
-    model: str | None = None
-    engine: str | None = None
+    model: ModelSource | None = None
+    engine: EngineName | None = None
     engine_args: list[str] | None = None
-    replicas: int | None = None
-    min_replicas: int | None = None
-    max_replicas: int | None = None
-    policy: str | None = None
-    max_model_len: int | None = None
-    dtype: str | None = None
-    threads: int | None = None
+    replicas: ColumnInt | None = None
+    min_replicas: ColumnInt | None = None
+    max_replicas: ColumnInt | None = None
+    policy: PolicyName | None = None
+    max_model_len: ColumnInt | None = None
+    dtype: DtypeName | None = None
+    threads: ColumnInt | None = None
     placement: PlacementModel | None = None
     projects: list[str] | None = None
     endpoints: list[str] | None = None
@@ -91,7 +97,7 @@ class DeploymentUpdate(_Request):
 
 
 class DeploymentScale(_Request):
-    replicas: int = Field(description="The new replica count.")
+    replicas: ColumnInt = Field(description="The new replica count.")
 
 
 class DeploymentSpecPublic(DeploymentBase):

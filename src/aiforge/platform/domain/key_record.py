@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from aiforge.platform.domain.keys import verify_token
+from aiforge.platform.domain.keys import hash_token
 from aiforge.platform.domain.roles import Role
 from aiforge.types import AuthError, Principal
 
@@ -55,17 +56,21 @@ class KeyRecord:
 def resolve_token(
     token: str, record: KeyRecord | None, *, now: datetime, pepper: bytes
 ) -> Principal:
-    """Check ``token`` against the cached ``record`` for its prefix; raise AuthError if not valid.
+    """Check ``token`` against the cached ``record``; raise AuthError if not valid."""
+    return resolve_digest(hash_token(token, pepper=pepper), record, now=now)
 
-    The hash is compared even when the key is revoked or expired, so timing does not tell
-    a valid-but-revoked key from a wrong one.
+
+def resolve_digest(digest: str, record: KeyRecord | None, *, now: datetime) -> Principal:
+    """The principal of the key whose keyed hash is ``digest``; raise AuthError if not valid.
+
+    ``record`` is what the cache holds under ``digest`` (None: no such key). The caller
+    has hashed the whole token before looking anything up, so the time taken does not
+    depend on whether any part of the token (its prefix) names a key; the hashes are still
+    compared in constant time, and the status is checked only for a matching key.
     """
-    if record is None:
+    if record is None or not hmac.compare_digest(digest, record.secret_hash):
         raise AuthError("Incorrect API key provided.")
-    matches = verify_token(token, record.secret_hash, pepper=pepper)
     status = key_status(now=now, expires_at=record.expires_at, revoked_at=record.revoked_at)
-    if not matches:
-        raise AuthError("Incorrect API key provided.")
     if status == "revoked":
         raise AuthError("This API key has been revoked.", code="revoked_api_key")
     if status == "expired":

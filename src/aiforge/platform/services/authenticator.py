@@ -1,8 +1,10 @@
 """The platform's :class:`aiforge.gateway.access.Authenticator`: API keys from memory.
 
 Every active key (and every key's and project's limits) is held in an immutable snapshot,
-swapped whole on reload, so ``authenticate`` is a dict lookup plus one HMAC and never
-touches the database. The snapshot is reloaded
+swapped whole on reload, so ``authenticate`` is one HMAC plus a dict lookup and never
+touches the database. Keys are found by the keyed hash of the whole token — computed
+before anything is looked up — never by the prefix the token claims, so how long a
+refusal takes says nothing about which prefixes exist. The snapshot is reloaded
 
 * at once, when this process's admin API changes a key or a limit (:meth:`reload`), and
 * within ``refresh_interval_s`` when another gateway sharing the database does: a
@@ -24,8 +26,8 @@ from datetime import UTC, datetime
 from sqlalchemy.orm import Session, sessionmaker
 
 from aiforge.platform.db.tenancy import KeyLimitRow, ProjectLimitRow
-from aiforge.platform.domain.key_record import KeyRecord, resolve_token
-from aiforge.platform.domain.keys import DEFAULT_PEPPER, bearer_token, lookup_prefix
+from aiforge.platform.domain.key_record import KeyRecord, resolve_digest
+from aiforge.platform.domain.keys import DEFAULT_PEPPER, bearer_token, hash_token, lookup_prefix
 from aiforge.platform.domain.roles import parse_role
 from aiforge.platform.limits.policy import LIMIT_FIELDS, UNLIMITED, LimitPolicy
 from aiforge.platform.services import repository as repo
@@ -48,7 +50,7 @@ def policy_from_row(row: KeyLimitRow | ProjectLimitRow | None) -> LimitPolicy:
 
 @dataclass(frozen=True, slots=True)
 class AccessSnapshot:
-    """Keys by prefix and limits by subject, as of ``version``."""
+    """Keys by their stored keyed hash and limits by subject, as of ``version``."""
 
     version: int = -1
     keys: dict[str, KeyRecord] = field(default_factory=dict)
@@ -62,7 +64,7 @@ def load_snapshot(session: Session) -> AccessSnapshot:
     keys: dict[str, KeyRecord] = {}
     key_limits: dict[str, LimitPolicy] = {}
     for row, organization_id, limits in repo.cacheable_keys(session):
-        keys[row.prefix] = KeyRecord(
+        keys[row.secret_hash] = KeyRecord(
             key_id=row.id,
             prefix=row.prefix,
             secret_hash=row.secret_hash,
@@ -112,12 +114,12 @@ class PlatformAuthenticator:
                 "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.",
                 code="missing_api_key",
             )
-        prefix = lookup_prefix(token)
-        record = self._snapshot.keys.get(prefix)
+        digest = hash_token(token, pepper=self._pepper)
+        record = self._snapshot.keys.get(digest)
         try:
-            return resolve_token(token, record, now=self._clock(), pepper=self._pepper)
+            return resolve_digest(digest, record, now=self._clock())
         except AuthError as error:
-            logger.info("refused API key %s…: %s", prefix, error.code)
+            logger.info("refused API key %s…: %s", lookup_prefix(token), error.code)
             raise
 
     def limits_for(self, principal: Principal) -> tuple[LimitPolicy, LimitPolicy]:

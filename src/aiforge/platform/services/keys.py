@@ -3,6 +3,9 @@
 A key is returned with its secret exactly once, by :meth:`KeyService.create_key`; only its
 keyed hash is stored. Every change bumps the access version so each gateway's key cache
 reloads (this process's at once, others within their refresh interval).
+
+No key gives more than it holds (:mod:`aiforge.platform.domain.grants`): the calling key's
+own expiry and limits are read in the same transaction as the change they bound.
 """
 
 from __future__ import annotations
@@ -21,7 +24,14 @@ from aiforge.platform.domain.access import (
     narrow_allowlist,
     require_platform_admin,
 )
-from aiforge.platform.domain.errors import InvalidRequest, NotFound
+from aiforge.platform.domain.errors import Forbidden, NotFound
+from aiforge.platform.domain.grants import (
+    Grantor,
+    changed_expiry,
+    changed_limits,
+    new_key_expiry,
+    new_key_limits,
+)
 from aiforge.platform.domain.keys import DEFAULT_PEPPER, issue_key
 from aiforge.platform.domain.roles import parse_role
 from aiforge.platform.limits.policy import LIMIT_FIELDS, UNLIMITED, LimitPolicy
@@ -30,12 +40,6 @@ from aiforge.platform.services.authenticator import policy_from_row
 from aiforge.platform.services.ids import new_id
 from aiforge.platform.services.unit_of_work import UnitOfWork
 from aiforge.types import Principal
-
-
-def _aware(value: datetime | None, param: str) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        raise InvalidRequest(f"{param} needs a timezone (e.g. 2030-01-01T00:00:00Z)", param=param)
-    return value
 
 
 class KeyService:
@@ -55,6 +59,8 @@ class KeyService:
         with self._uow.write(access_changed=True) as session:
             if repo.get_project(session, project_id=project_id) is None:
                 raise NotFound(f"project {project_id!r} not found", param="project_id")
+            grantor = load_grantor(session, principal)
+            limits = new_key_limits(grantor)
             row = repo.add_key(
                 session,
                 row=ApiKeyRow(
@@ -69,9 +75,11 @@ class KeyService:
                     region=data.region,
                     created_by_key_id=principal.key_id,
                     created_at=datetime.now(UTC),
-                    expires_at=_aware(data.expires_at, "expires_at"),
+                    expires_at=new_key_expiry(grantor, data.expires_at),
                 ),
             )
+            if limits is not None:
+                repo.put_key_limits(session, key_id=row.id, values=limit_values(limits))
         return row, issued.token
 
     def list_keys(self, principal: Principal, project_id: str) -> Sequence[ApiKeyRow]:
@@ -95,7 +103,7 @@ class KeyService:
             if "region" in sent:
                 row.region = data.region
             if "expires_at" in sent:
-                row.expires_at = _aware(data.expires_at, "expires_at")
+                row.expires_at = changed_expiry(load_grantor(session, principal), data.expires_at)
             session.flush()
             return row
 
@@ -138,7 +146,8 @@ class KeyService:
         """A project's owner/admin may divide the project's allowance among its keys."""
         with self._uow.write(access_changed=True) as session:
             self._changeable_key(session, principal, key_id)
-            row = repo.put_key_limits(session, key_id=key_id, values=_limit_values(data))
+            wanted = changed_limits(load_grantor(session, principal), policy_from_update(data))
+            row = repo.put_key_limits(session, key_id=key_id, values=limit_values(wanted))
             return policy_from_row(row)
 
     def get_project_limits(self, principal: Principal, project_id: str) -> LimitPolicy:
@@ -159,10 +168,30 @@ class KeyService:
             if repo.get_project(session, project_id=project_id) is None:
                 raise NotFound(f"project {project_id!r} not found", param="project_id")
             row = repo.put_project_limits(
-                session, project_id=project_id, values=_limit_values(data)
+                session, project_id=project_id, values=limit_values(policy_from_update(data))
             )
             return policy_from_row(row)
 
 
-def _limit_values(data: LimitsUpdate) -> dict[str, int | None]:
-    return {name: getattr(data, name) for name in LIMIT_FIELDS}
+def policy_from_update(data: LimitsUpdate) -> LimitPolicy:
+    return LimitPolicy(**{name: getattr(data, name) for name in LIMIT_FIELDS})
+
+
+def limit_values(policy: LimitPolicy) -> dict[str, int | None]:
+    return {name: getattr(policy, name) for name in LIMIT_FIELDS}
+
+
+def load_grantor(session: Session, principal: Principal) -> Grantor:
+    """What the calling key holds, as stored now (a platform admin key is not bounded)."""
+    role = parse_role(principal.role)
+    if principal.is_platform_admin:
+        return Grantor(key_id=principal.key_id, role=role, is_platform_admin=True)
+    row = repo.get_key(session, key_id=principal.key_id)
+    if row is None:  # deleted since the cache loaded it: grant nothing
+        raise Forbidden("the calling API key no longer exists")
+    return Grantor(
+        key_id=row.id,
+        role=role,
+        expires_at=row.expires_at,
+        limits=policy_from_row(repo.get_key_limits(session, key_id=row.id)),
+    )

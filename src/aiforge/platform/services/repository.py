@@ -22,6 +22,7 @@ from aiforge.platform.db.tenancy import (
     ProjectRow,
     UserRow,
 )
+from aiforge.platform.domain.names import name_key
 from aiforge.platform.domain.roles import Role
 from aiforge.platform.services.ids import new_id
 
@@ -34,7 +35,7 @@ def _now() -> datetime:
 
 # -- organizations and projects ---------------------------------------------
 def add_organization(session: Session, *, name: str) -> OrganizationRow:
-    row = OrganizationRow(id=new_id("org"), name=name, created_at=_now())
+    row = OrganizationRow(id=new_id("org"), name=name, name_key=name_key(name), created_at=_now())
     session.add(row)
     session.flush()
     return row
@@ -45,7 +46,9 @@ def get_organization(session: Session, *, organization_id: str) -> OrganizationR
 
 
 def find_organization(session: Session, *, name: str) -> OrganizationRow | None:
-    return session.scalars(select(OrganizationRow).where(OrganizationRow.name == name)).first()
+    """The organization named ``name`` up to case and width (its name key)."""
+    query = select(OrganizationRow).where(OrganizationRow.name_key == name_key(name))
+    return session.scalars(query).first()
 
 
 def list_organizations(
@@ -59,7 +62,11 @@ def list_organizations(
 
 def add_project(session: Session, *, organization_id: str, name: str) -> ProjectRow:
     row = ProjectRow(
-        id=new_id("proj"), organization_id=organization_id, name=name, created_at=_now()
+        id=new_id("proj"),
+        organization_id=organization_id,
+        name=name,
+        name_key=name_key(name),
+        created_at=_now(),
     )
     session.add(row)
     session.flush()
@@ -72,7 +79,7 @@ def get_project(session: Session, *, project_id: str) -> ProjectRow | None:
 
 def find_project(session: Session, *, organization_id: str, name: str) -> ProjectRow | None:
     query = select(ProjectRow).where(
-        ProjectRow.organization_id == organization_id, ProjectRow.name == name
+        ProjectRow.organization_id == organization_id, ProjectRow.name_key == name_key(name)
     )
     return session.scalars(query).first()
 
@@ -90,7 +97,9 @@ def list_projects(
 
 # -- users and memberships ----------------------------------------------------
 def add_user(session: Session, *, email: str, name: str) -> UserRow:
-    row = UserRow(id=new_id("user"), email=email, name=name, created_at=_now())
+    row = UserRow(
+        id=new_id("user"), email=email, email_key=name_key(email), name=name, created_at=_now()
+    )
     session.add(row)
     session.flush()
     return row
@@ -101,7 +110,8 @@ def get_user(session: Session, *, user_id: str) -> UserRow | None:
 
 
 def find_user(session: Session, *, email: str) -> UserRow | None:
-    return session.scalars(select(UserRow).where(UserRow.email == email)).first()
+    """The user with ``email`` up to case and width."""
+    return session.scalars(select(UserRow).where(UserRow.email_key == name_key(email))).first()
 
 
 def list_users(session: Session, *, project_id: str | None = None) -> Sequence[UserRow]:
@@ -188,6 +198,11 @@ def get_key(session: Session, *, key_id: str) -> ApiKeyRow | None:
 
 def find_key_by_prefix(session: Session, *, prefix: str) -> ApiKeyRow | None:
     return session.scalars(select(ApiKeyRow).where(ApiKeyRow.prefix == prefix)).first()
+
+
+def find_key_by_hash(session: Session, *, secret_hash: str) -> ApiKeyRow | None:
+    query = select(ApiKeyRow).where(ApiKeyRow.secret_hash == secret_hash)
+    return session.scalars(query).first()
 
 
 def list_keys(session: Session, *, project_id: str) -> Sequence[ApiKeyRow]:

@@ -84,10 +84,10 @@ def _adopt_configured_key(
 ) -> None:
     try:
         with sessions.begin() as session:
-            existing = repo.find_key_by_prefix(session, prefix=issued.prefix)
-            if existing is not None and existing.secret_hash == issued.secret_hash:
+            existing = repo.find_key_by_hash(session, secret_hash=issued.secret_hash)
+            if existing is not None:
                 existing.revoked_at = None  # the operator asked for exactly this key
-            elif existing is not None:
+            elif repo.find_key_by_prefix(session, prefix=issued.prefix) is not None:
                 raise RuntimeError("AIFORGE_ADMIN_KEY clashes with another key's prefix")
             else:
                 repo.add_key(session, row=_admin_row(project_id, issued, CONFIGURED_ADMIN_KEY_NAME))

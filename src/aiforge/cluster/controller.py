@@ -24,7 +24,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from aiforge.cluster.deployments import DeploymentSpec
 from aiforge.cluster.health import EndpointProber, HttpEndpointProber, endpoint_base
@@ -109,6 +109,7 @@ class Controller:
         """The last spec of every deployment that still has records (undeployed ones too)."""
         self._next_ordinal: dict[str, int] = {}
         self._tasks: dict[str, tuple[str, asyncio.Task[None]]] = {}
+        self._context_asked: set[str] = set()
         """Each replica's latest start or stop, by kind; the next one waits for it."""
         self._published: tuple[DeploymentRoute, ...] | None = None
         self._source_error = ""
@@ -172,24 +173,40 @@ class Controller:
     async def _observe(self) -> None:
         limit = asyncio.Semaphore(self.config.probe_concurrency)
 
-        async def look(replica: Replica) -> tuple[Replica, ReplicaProbe]:
+        async def look(replica: Replica) -> tuple[Replica, ReplicaProbe, int | None]:
             async with limit:
                 try:
                     if replica.external:
-                        return replica, await self._prober.probe(endpoint_base(replica.url))
-                    return replica, await self.runtime.probe(replica.id)
+                        probe = await self._prober.probe(endpoint_base(replica.url))
+                    else:
+                        probe = await self.runtime.probe(replica.id)
+                    return replica, probe, await self._context_length(replica, probe)
                 except Exception as exc:  # a probe bug reads as a failed health check
-                    return replica, ReplicaProbe(alive=True, healthy=False, detail=str(exc))
+                    failed = ReplicaProbe(alive=True, healthy=False, detail=str(exc))
+                    return replica, failed, None
 
         seen = await asyncio.gather(*(look(r) for r in self._replicas.values() if _probed(r)))
         now = self._clock()
-        for snapshot, probe in seen:
+        for snapshot, probe, context in seen:
             if self._replicas.get(snapshot.id) is not snapshot:
                 continue  # started, stopped or crashed while we looked: the answer is stale
             tail = self._tail_reader(snapshot.id)
-            self._commit(
-                observe_probe(snapshot, probe, now=now, config=self.config.reconcile, log_tail=tail)
+            transition = observe_probe(
+                snapshot, probe, now=now, config=self.config.reconcile, log_tail=tail
             )
+            if context is not None:
+                transition = replace(
+                    transition, replica=replace(transition.replica, max_model_len=context)
+                )
+            self._commit(transition)
+
+    async def _context_length(self, replica: Replica, probe: ReplicaProbe) -> int | None:
+        """Once per replica, when it first answers healthy: the context length it reports,
+        which the gateway needs to bound requests that set no ``max_tokens``."""
+        if not probe.healthy or replica.id in self._context_asked:
+            return None
+        self._context_asked.add(replica.id)
+        return await self._prober.context_length(endpoint_base(replica.url))
 
     def _tail_reader(self, replica_id: str) -> Callable[[], str]:
         return lambda: self.runtime.log_tail(replica_id)
@@ -317,9 +334,10 @@ class Controller:
         for name in sorted(self._desired.keys() | by_deployment.keys()):
             spec = self._desired.get(name) or self._known[name]
             projects = spec.projects if name in self._desired else frozenset()
-            replicas = tuple(_routable(r) for r in by_deployment.get(name, ()))
+            members = by_deployment.get(name, [])
+            replicas = tuple(_routable(r) for r in members)
             routes.append(
-                DeploymentRoute(name, spec.policy, replicas, projects, spec.max_model_len)
+                DeploymentRoute(name, spec.policy, replicas, projects, _context_of(spec, members))
             )
         published = tuple(routes)
         if published != self._published:
@@ -485,6 +503,12 @@ def _is_current(replica: Replica, spec: DeploymentSpec) -> bool:
 def _routable(replica: Replica) -> RoutableReplica:
     url = endpoint_base(replica.url) if replica.url else ""
     return RoutableReplica(replica.id, url, replica.state.value, replica.dialect, replica.node)
+
+
+def _context_of(spec: DeploymentSpec, replicas: Sequence[Replica]) -> int | None:
+    """The deployment's context length: its spec's, else the smallest its replicas report."""
+    reported = [r.max_model_len for r in replicas if r.max_model_len]
+    return spec.max_model_len or (min(reported) if reported else None)
 
 
 def _dialect_of(engine: str) -> str:

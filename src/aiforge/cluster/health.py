@@ -39,6 +39,10 @@ class EndpointProber(Protocol):
     async def probe(self, url: str) -> ReplicaProbe:
         """Never raises for an unreachable replica."""
 
+    async def context_length(self, url: str) -> int | None:
+        """The context length the replica at ``url`` reports (``max_model_len`` in its
+        ``/v1/models``, as vLLM's server and aiforge's say it); None when it says none."""
+
     async def aclose(self) -> None:
         """Release connections."""
 
@@ -60,6 +64,14 @@ class HttpEndpointProber:
         healthy, detail = await check_health(self._client, endpoint_base(url) + self.health_path)
         alive = healthy or detail.startswith("health ")
         return ReplicaProbe(alive=alive, healthy=healthy, detail=detail)
+
+    async def context_length(self, url: str) -> int | None:
+        try:
+            response = await self._client.get(endpoint_base(url) + "/v1/models")
+            value = response.json()["data"][0].get("max_model_len")
+        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError, AttributeError):
+            return None
+        return value if isinstance(value, int) and value > 0 else None
 
     async def aclose(self) -> None:
         await self._client.aclose()

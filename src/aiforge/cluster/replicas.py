@@ -82,6 +82,8 @@ class Replica:
     last_error: str = ""
     external: bool = False
     """Attached by URL: health-checked, never started or stopped by aiforge."""
+    max_model_len: int | None = None
+    """The context length the replica reports once ready (None: not known)."""
 
     @property
     def live(self) -> bool:

@@ -122,12 +122,17 @@ class FakeEndpointProber:
     def __init__(self) -> None:
         self.down: set[str] = set()
         self.probed: list[str] = []
+        self.context_lengths: dict[str, int] = {}
+        """What each URL reports as its context length (absent: nothing)."""
 
     async def probe(self, url: str) -> ReplicaProbe:
         self.probed.append(url)
         if url in self.down:
             return ReplicaProbe(alive=False, healthy=False, detail="ConnectError")
         return ReplicaProbe(alive=True, healthy=True)
+
+    async def context_length(self, url: str) -> int | None:
+        return self.context_lengths.get(url)
 
     async def aclose(self) -> None:
         pass

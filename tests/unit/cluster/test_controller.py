@@ -274,3 +274,37 @@ async def test_the_http_prober_reads_health_statuses_and_connection_errors() -> 
     assert "ConnectError" in down.detail
     assert seen[0] == "http://up/health"
     await prober.aclose()
+
+
+async def test_the_context_length_replicas_report_is_published() -> None:
+    prober = FakeEndpointProber()
+    url = "http://127.0.0.1:9001"
+    prober.context_lengths[url] = 32768
+    spec = DeploymentSpec(name="ext", model="ext", endpoints=(url,))
+    directory = ReplicaDirectory()
+    controller = Controller(StaticDeployments([spec]), FakeRuntime(), directory, prober=prober)
+    await controller.reconcile_once()
+    await controller.reconcile_once()
+    router = directory.router("ext")
+    assert router is not None
+    assert router.max_model_len == 32768
+    stated = DeploymentSpec(name="ext", model="ext", endpoints=(url,), max_model_len=4096)
+    controller = Controller(StaticDeployments([stated]), FakeRuntime(), directory, prober=prober)
+    await controller.reconcile_once()
+    await controller.reconcile_once()
+    assert directory.router("ext").max_model_len == 4096  # type: ignore[union-attr]
+
+
+async def test_the_http_prober_reads_the_context_length_from_v1_models() -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "vllm":
+            return httpx.Response(200, json={"data": [{"id": "m", "max_model_len": 40960}]})
+        if request.url.host == "silent":
+            return httpx.Response(200, json={"data": [{"id": "m"}]})
+        return httpx.Response(200, text="not json")
+
+    prober = HttpEndpointProber(transport=httpx.MockTransport(answer))
+    assert await prober.context_length("http://vllm/v1") == 40960
+    assert await prober.context_length("http://silent") is None
+    assert await prober.context_length("http://broken") is None
+    await prober.aclose()

@@ -12,7 +12,7 @@ from aiforge.testing.server import RemoteAiforgeServer
 def test_second_gateway_attaches_and_restarts_after_sigkill(
     server: RemoteAiforgeServer, tmp_path: Path
 ) -> None:
-    (replica,) = server.health()["replicas"]
+    (replica,) = server.replicas()
     data_dir = tmp_path / "gateway-2"
     attached = RemoteAiforgeServer(
         "unused", serve_args=("--replica-url", replica["url"]), data_dir=data_dir,
@@ -26,6 +26,6 @@ def test_second_gateway_attaches_and_restarts_after_sigkill(
         attached.start()  # same port, same data dir: the admin key and ledger are reused
         again = attached.client().completions.create(model=MODEL_NAME, prompt="a", max_tokens=2)
         assert again.choices
-        assert attached.health()["replicas"][0]["state"] == "ready"
+        assert attached.replicas()[0]["state"] == "ready"
     # The shared replica is untouched by the second gateway's crash and stop.
-    assert server.health()["replicas"][0]["state"] == "ready"
+    assert server.replicas()[0]["state"] == "ready"

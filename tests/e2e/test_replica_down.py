@@ -1,4 +1,5 @@
-"""A replica that dies answers 503 (OpenAI envelope), and ``/health`` says so."""
+"""A replica that dies: requests get 503 (OpenAI envelope) while it is down, ``/health`` says
+so, and the controller brings it back without a hand."""
 
 from __future__ import annotations
 
@@ -24,19 +25,25 @@ def test_killed_replica_gives_503(tiny_model_dir: Path, tmp_path: Path) -> None:
             model="tiny", max_tokens=2, messages=[{"role": "user", "content": "hi"}]
         )
         assert ok.choices
-        (replica,) = server.health()["replicas"]
+        (replica,) = server.replicas()
         os.kill(replica["pid"], signal.SIGKILL)
         error = _first_error(client)
         assert error.status_code == 503
         assert error_of(error.response)["code"] == "engine_unavailable"
-        deadline = time.monotonic() + 10
+        health = httpx.get(server.url_for("health"))
+        assert health.status_code == 503
+        assert health.json()["status"] == "unavailable"
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            health = httpx.get(server.url_for("health"))
-            if health.json()["replicas"][0]["state"] == "dead":
+            (back,) = server.replicas()
+            if back["state"] == "ready" and back["pid"] != replica["pid"]:
                 break
             time.sleep(0.2)
-        assert health.status_code == 503
-        assert health.json()["replicas"][0]["state"] == "dead"
+        assert (back["id"], back["state"], back["restarts"]) == (replica["id"], "ready", 1)
+        again = client.chat.completions.create(
+            model="tiny", max_tokens=2, messages=[{"role": "user", "content": "hi"}]
+        )
+        assert again.choices
 
 
 def _first_error(client: openai.OpenAI) -> openai.APIStatusError:

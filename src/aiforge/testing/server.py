@@ -175,6 +175,10 @@ class RemoteAiforgeServer:
         body: dict[str, Any] = response.json()
         return body
 
+    def replicas(self) -> list[dict[str, Any]]:
+        """Every replica of every deployment, as ``/health`` lists them."""
+        return [r for d in self.health().get("deployments", []) for r in d.get("replicas", [])]
+
     def log_tail(self, lines: int = 60) -> str:
         return read_log_tail(self.log_path, lines)
 

@@ -95,6 +95,56 @@ async def test_chat_tool_call_whole_response(replica: ClientFactory) -> None:
     assert json.loads(call["function"]["arguments"]) == {"city": "Paris"}
 
 
+def streamed_message(text: str) -> tuple[dict[str, Any], str]:
+    """The message a streamed chat response adds up to, and its finish reason."""
+    chunks = sse_events(text)
+    for chunk in chunks:
+        assert_conforms("CreateChatCompletionStreamResponse", chunk)
+    deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+    calls: dict[int, dict[str, Any]] = {}
+    for fragment in (tc for d in deltas for tc in d.get("tool_calls", [])):
+        call = calls.setdefault(fragment["index"], {"name": "", "arguments": ""})
+        call["name"] += fragment["function"].get("name") or ""
+        call["arguments"] += fragment["function"].get("arguments") or ""
+    message = {
+        "content": "".join(d.get("content") or "" for d in deltas),
+        "calls": list(calls.values()),
+    }
+    return message, [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1]
+
+
+async def test_a_call_cut_off_by_max_tokens_leaks_no_markup(
+    replica: ClientFactory, tokenizer: PreTrainedTokenizerBase
+) -> None:
+    """Cut anywhere: finish_reason "length", no markup in content, nothing made up; a call
+    whose name is whole is kept with its arguments as far as they go, streamed or not."""
+    text = 'Let me look.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}'
+    length = len(tokenizer.encode(text, add_special_tokens=False))
+    async with replica(text=text + "\n</tool_call>") as (client, _):
+        for max_tokens in range(1, length + 2):
+            body = chat_body(tools=[WEATHER_TOOL], max_tokens=max_tokens)
+            whole = (await client.post("/v1/chat/completions", json=body)).json()
+            assert_conforms("CreateChatCompletionResponse", whole)
+            body.update(stream=True)
+            streamed, finish = streamed_message(
+                (await client.post("/v1/chat/completions", json=body)).text
+            )
+            choice = whole["choices"][0]
+            assert choice["finish_reason"] == finish == "length"
+            message = choice["message"]
+            content = message["content"] or ""
+            assert content == streamed["content"]
+            assert "Let me look.\n".startswith(content)
+            calls = [
+                {"name": c["function"]["name"], "arguments": c["function"]["arguments"]}
+                for c in message.get("tool_calls") or []
+            ]
+            assert calls == streamed["calls"]
+            for call in calls:
+                assert call["name"] == "get_weather"
+                assert '{"city": "Paris"}'.startswith(call["arguments"])
+
+
 async def test_tool_choice_none_hides_tools_and_keeps_text(
     replica: ClientFactory, tokenizer: PreTrainedTokenizerBase
 ) -> None:

@@ -121,6 +121,34 @@ def test_unterminated_call_is_completed_at_the_end() -> None:
     assert json.loads(calls[0]["arguments"]) == {"a": 2}
 
 
+ONE_CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+
+
+@pytest.mark.parametrize("size", [1, 3, 10_000])
+def test_a_call_cut_anywhere_leaks_no_markup(size: int) -> None:
+    """Output cut off inside a call (``max_tokens``): no markup, nothing made up.
+
+    ``<tool_call>`` is one token in Qwen3, so the cuts start after it."""
+    for cut in range(len("<tool_call>"), len(ONE_CALL)):
+        text = "Let me look.\n" + ONE_CALL[:cut]
+        content, calls = collect(ToolCallParser(), pieces(text, size))
+        assert content == "Let me look.", (cut, content)
+        if cut <= ONE_CALL.index('{"city"'):
+            assert not calls, (cut, calls)  # its name is not whole yet: dropped
+            continue
+        (call,) = calls.values()
+        assert call["name"] == "get_weather"
+        assert '{"city": "Paris"}'.startswith(call["arguments"]), (cut, call)
+        assert call["arguments"] == ONE_CALL[ONE_CALL.index('{"city"') : cut][:17], (cut, call)
+
+
+def test_a_cut_off_call_keeps_every_brace_its_arguments_wrote() -> None:
+    content, calls = collect(
+        ToolCallParser(), ['<tool_call>\n{"name": "f", "arguments": {"a": {"b": 1}']
+    )
+    assert (content, calls[0]["arguments"]) == ("", '{"a": {"b": 1}')
+
+
 def test_detokenizer_multibyte_characters(tokenizer: PreTrainedTokenizerBase) -> None:
     text = "naïve 日本語 🎉 done"
     ids = tokenizer.encode(text, add_special_tokens=False)

@@ -4,11 +4,16 @@ Grammars are compiled once per distinct schema (cached) against the served token
 each sequence gets its own :class:`GrammarConstraint` (a matcher) implementing the
 engine's :class:`~aiforge.engines.core.TokenConstraint`. JSON is generated without free
 whitespace (``any_whitespace=False``) so a grammar cannot trap a model in endless spaces.
+
+Every grammar passes through :func:`strict_json_strings` before it is compiled: output
+that claims a schema must parse with strict parsers (``json.loads``, pydantic, JavaScript's
+``JSON.parse``), and xgrammar's own strings are not strict (see there).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -89,10 +94,12 @@ class AfterThinking:
 def tool_call_structural_tag(
     tools: Sequence[tuple[str, dict[str, Any]]], *, parallel: bool
 ) -> dict[str, Any]:
-    """A structural tag for one or more Qwen tool calls (at least one) to the given tools.
+    """A structural tag for Qwen tool calls to the given tools: exactly one call, or
+    (``parallel``) one or more.
 
     Each tool is ``(name, parameters JSON schema)``; every call is written exactly as
-    ``<tool_call>\\n{"name": "X", "arguments": ARGS}\\n</tool_call>``.
+    ``<tool_call>\\n{"name": "X", "arguments": ARGS}\\n</tool_call>``. After the last call
+    only a stop token is allowed, so the generation ends there.
     """
     tags = [
         {
@@ -113,6 +120,33 @@ def tool_call_structural_tag(
             "stop_after_first": not parallel,
         },
     }
+
+
+# xgrammar 0.2.9 writes a length-bounded string's character (``minLength``/``maxLength``,
+# also property names under ``propertyNames``) as a rule of this one class: raw control
+# characters pass, escapes cannot be written. Its escape rule takes any ``\uXXXX``, lone
+# surrogates too, which pydantic (and any UTF-8 encoder) refuses.
+_LOOSE_CHAR_RULE = re.compile(r'^(\S+) ::= \(\(\[\^\\"\\\\\\r\\n\]\)\)$', re.MULTILINE)
+_ESCAPE_RULE = re.compile(r"^basic_escape ::= .*$", re.MULTILINE)
+_STRICT_RULES = r"""
+strict_json_char ::= [^\0-\x1f"\\] | "\\" strict_json_escape
+strict_json_escape ::= ["\\/bfnrt] | "u" strict_json_bmp | "u" strict_json_pair
+strict_json_bmp ::= [0-9a-cA-CefEF] HEX HEX HEX | [dD] [0-7] HEX HEX
+strict_json_pair ::= [dD] [89abAB] HEX HEX "\\u" [dD] [c-fC-F] HEX HEX
+""".replace("HEX", "[0-9a-fA-F]")
+
+
+def strict_json_strings(grammar: xgr.Grammar) -> xgr.Grammar:
+    """``grammar`` with JSON strings as RFC 8259 and strict parsers have them.
+
+    A string character is any character but the control characters U+0000–U+001F, ``"``
+    and ``\\``, or an escape; a ``\\u`` escape is a non-surrogate or a surrogate pair. A
+    bounded string counts an escape as the one character it stands for, as JSON Schema
+    does. Called on every grammar before compiling.
+    """
+    text = _LOOSE_CHAR_RULE.sub(r"\1 ::= strict_json_char", str(grammar))
+    text = _ESCAPE_RULE.sub("basic_escape ::= strict_json_escape", text)
+    return xgr.Grammar.from_ebnf(text + _STRICT_RULES)
 
 
 class GrammarCompilerCache:
@@ -144,8 +178,12 @@ class GrammarCompilerCache:
         key = "schema:" + json.dumps(body, sort_keys=True)
         return self._get(
             key,
-            lambda: self._compiler.compile_json_schema(
-                json.dumps(body), any_whitespace=False, strict_mode=True
+            lambda: self._compiler.compile_grammar(
+                strict_json_strings(
+                    xgr.Grammar.from_json_schema(
+                        json.dumps(body), any_whitespace=False, strict_mode=True
+                    )
+                )
             ),
             param=param,
         )
@@ -156,7 +194,11 @@ class GrammarCompilerCache:
         tag = tool_call_structural_tag(tools, parallel=parallel)
         key = "tools:" + json.dumps(tag, sort_keys=True)
         return self._get(
-            key, lambda: self._compiler.compile_structural_tag(json.dumps(tag)), param=param
+            key,
+            lambda: self._compiler.compile_grammar(
+                strict_json_strings(xgr.Grammar.from_structural_tag(json.dumps(tag)))
+            ),
+            param=param,
         )
 
     def _get(self, key: str, compile_: Any, *, param: str) -> xgr.CompiledGrammar:

@@ -4,6 +4,11 @@ One streaming parser serves both streamed and whole responses: streamed, its del
 out as they come (OpenAI's shape: a call's first delta carries ``index``, ``id``, ``type``
 and ``function.name``, later ones ``function.arguments`` fragments); whole, they are
 concatenated.
+
+Output cut off inside a call (``max_tokens``) ends as OpenAI ends it, with finish_reason
+``length``: the call is kept with its arguments as far as the model wrote them (streamed,
+they have gone out already), or dropped when its name is not whole yet. Markup never
+becomes content, and nothing the model did not write is added.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ _HEADER = re.compile(r'^\s*\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"argument
 # What may close the call object after the arguments: held back while streaming.
 _CLOSING = re.compile(r"\s*(?:\}\s*)?$")
 _FINAL_CLOSING = re.compile(r"\s*\}\s*$")
+_DECODER = json.JSONDecoder()
 
 
 def new_tool_call_id() -> str:
@@ -73,12 +79,14 @@ class ToolCallParser:
         return out
 
     def flush(self) -> ToolParseDelta:
-        """End of output: an unterminated call is completed if it can be, else is content."""
+        """End of output. A call left open (cut off by ``max_tokens``, or the model stopped
+        inside it) keeps what the model wrote of it: its name and its arguments as far as
+        they go. One cut off before its name is whole is dropped: markup is never content,
+        and no closing tag is made up."""
         out = ToolParseDelta()
         if self._open is not None:
-            self._open.raw += self._held
-            self._held = ""
-            self._close_call(out)
+            self._close_call(out, terminated=False)
+            self._pending_space = ""
         elif self._held:
             self._emit_text(self._held, out)
             self._held = ""
@@ -114,7 +122,7 @@ class ToolCallParser:
             self._held = held
             self._stream_arguments(call, out)
             return ""
-        self._close_call(out)
+        self._close_call(out, terminated=True)
         self._pending_space = ""
         return after
 
@@ -140,25 +148,43 @@ class ToolCallParser:
         else:
             out.calls.append(ToolCallFragment(self.calls_made, arguments=fragment))
 
-    def _close_call(self, out: ToolParseDelta) -> None:
+    def _close_call(self, out: ToolParseDelta, *, terminated: bool) -> None:
+        """Finish the open call; ``terminated``: the model wrote ``</tool_call>``."""
         call = self._open
         assert call is not None
         self._open = None
+        held, self._held = self._held, ""
         if call.header_end is None:
             self._stream_arguments(call, out)
         if call.header_end is not None:
-            arguments = call.raw[call.header_end :]
-            closing = _FINAL_CLOSING.search(arguments)
-            self._send_arguments(call, arguments[: closing.start() if closing else None], out)
+            arguments = call.raw[call.header_end :] + held
+            self._send_arguments(call, _final_arguments(arguments, terminated=terminated), out)
             self.calls_made += 1
             return
         parsed = _parse_call(call.raw)
-        if parsed is None:
+        if parsed is not None:
+            name, arguments_json = parsed
+            out.calls.append(
+                ToolCallFragment(self.calls_made, self._new_id(), name, arguments_json)
+            )
+            self.calls_made += 1
+        elif terminated:
+            # A whole block that is not a call is the model's text, written as it was.
             self._emit_text(f"{TOOL_CALL_START}{call.raw}{TOOL_CALL_END}", out)
-            return
-        name, arguments_json = parsed
-        out.calls.append(ToolCallFragment(self.calls_made, self._new_id(), name, arguments_json))
-        self.calls_made += 1
+
+
+def _final_arguments(arguments: str, *, terminated: bool) -> str:
+    """A call's arguments from the text after its header: the JSON value when there is
+    one; else, for a call cut off, all that was written; else (a malformed call) the text
+    less the call object's closing brace."""
+    try:
+        _, end = _DECODER.raw_decode(arguments)
+    except json.JSONDecodeError:
+        if not terminated:
+            return arguments
+        closing = _FINAL_CLOSING.search(arguments)
+        return arguments[: closing.start() if closing else None]
+    return arguments[:end]
 
 
 def _parse_call(raw: str) -> tuple[str, str] | None:

@@ -24,11 +24,16 @@ and the cache-aware policy of SGLang's router; where they differ from this modul
   replica. Any match of one block or more counts (Ray requires a 10% match rate, SGLang
   50%), because the cold path below sends the prompt to the home of its first block
   anyway: a shallow match is never worse than no match.
-* **Cold prefixes: consistent hashing on the first block.** With no match, the first
-  block's stable hash picks a replica on a hash ring (virtual nodes) instead of "the
-  replica with the smallest tree" of both references. So conversations sharing a system
-  prompt meet on one replica before anything is cached, two gateways agree without
-  talking, and adding or removing a replica moves only its share of cold prefixes.
+* **Cold prefixes: the replica holding the fewest prefix groups.** A prompt that matches
+  nothing starts a new *group* (its first block: a system prompt, or a conversation's
+  opening). It goes to the admitted replica that is home to the fewest groups, ties broken
+  by a hash ring on the first block (virtual nodes), as SGLang's router sends a new
+  prefix to the replica with the smallest tree. A first version used the ring alone, so
+  that gateways agree without talking; measured (``benchmarks/routing.py``, 4 system
+  prompts on 2 replicas) it put three of the four groups on one replica, and that
+  replica's queue cost more time to first token than the cache saved. Counting groups
+  keeps the cache's working set and the load balanced; the ring still decides among
+  equals, so gateways with equal counts agree.
 * **A load bound instead of an imbalance switch.** Both references turn affinity off
   for everyone when the most and least loaded replicas differ by more than a threshold.
   Here a replica simply may not take a request that would put it above
@@ -53,7 +58,7 @@ and the cache-aware policy of SGLang's router; where they differ from this modul
 from __future__ import annotations
 
 import random
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Collection, Sequence
 
 from aiforge.router.base import Endpoint, RoutingPolicy, RoutingRequest
@@ -128,7 +133,8 @@ class PrefixTable:
 
 
 class PrefixAffinityPolicy(RoutingPolicy):
-    """Longest cached prefix first, consistent hashing for cold prefixes, under a load bound.
+    """Longest cached prefix first, new prefix groups to the replica with the fewest, under a
+    load bound.
 
     See the module docstring for the design. Every choice is among the candidates the
     :class:`LoadBound` admits, so no request ever puts a replica above the bound.
@@ -154,6 +160,10 @@ class PrefixAffinityPolicy(RoutingPolicy):
         self._rng = rng or random.Random()
         self._recorded: set[str] = set()
         """Replicas that may own blocks in the table."""
+        self._groups: OrderedDict[int, str] = OrderedDict()
+        """Prefix groups (first-block hashes, least recently started first) and their home."""
+        self._group_counts: Counter[str] = Counter()
+        self._max_groups = max(1, max_blocks // 16)
         # select() and on_request_start() see the same prompt back to back: hash it once.
         self._last_prefix = ""
         self._last_blocks: list[int] = []
@@ -185,23 +195,49 @@ class PrefixAffinityPolicy(RoutingPolicy):
         if affine:  # its cache holders are all full: spread by load, not by hash
             return power_of_two_choices(list(admitted.values()), self._rng)
 
+        return self._home_for_new_group(request.prefix, candidate_ids, admitted)
+
+    def _home_for_new_group(
+        self, prefix: str, candidate_ids: Collection[str], admitted: dict[str, Endpoint]
+    ) -> Endpoint:
+        """The admitted replica home to the fewest prefix groups; the first block's place
+        on the ring breaks ties."""
         self._ring.include(candidate_ids)
-        first_block = request.prefix[: self._block_chars]
-        for replica_id in self._ring.walk(stable_hash(first_block)):
-            endpoint = admitted.get(replica_id)
-            if endpoint is not None:
-                return endpoint
-        return power_of_two_choices(list(admitted.values()), self._rng)  # not reached
+        ring_order = {
+            replica_id: rank
+            for rank, replica_id in enumerate(
+                self._ring.walk(stable_hash(prefix[: self._block_chars]))
+            )
+        }
+        return min(
+            admitted.values(),
+            key=lambda e: (self._group_counts[e.id], ring_order.get(e.id, len(ring_order))),
+        )
 
     def on_request_start(self, endpoint: Endpoint, request: RoutingRequest) -> None:
         blocks = self._blocks(request.prefix)
         if blocks:
             self._table.record(blocks, endpoint.id)
             self._recorded.add(endpoint.id)
+            self._count_group(blocks[0], endpoint.id)
+
+    def _count_group(self, group: int, replica_id: str) -> None:
+        if group in self._groups:
+            self._groups.move_to_end(group)
+            return
+        self._groups[group] = replica_id
+        self._group_counts[replica_id] += 1
+        if len(self._groups) > self._max_groups:
+            _, evicted = self._groups.popitem(last=False)
+            self._group_counts[evicted] -= 1
 
     def on_request_end(self, endpoint: Endpoint, request: RoutingRequest, *, ok: bool) -> None:
         if not ok:  # it may never have cached the prompt; let the retry's replica claim it
-            self._table.disown(self._blocks(request.prefix), endpoint.id)
+            blocks = self._blocks(request.prefix)
+            self._table.disown(blocks, endpoint.id)
+            if blocks and self._groups.get(blocks[0]) == endpoint.id:
+                del self._groups[blocks[0]]
+                self._group_counts[endpoint.id] -= 1
 
     def on_replicas_changed(self, endpoints: Sequence[Endpoint]) -> None:
         replica_ids = frozenset(endpoint.id for endpoint in endpoints)
@@ -209,6 +245,11 @@ class PrefixAffinityPolicy(RoutingPolicy):
         if removed:  # the directory calls this on every publish: scan only on a removal
             self._table.forget(removed)
             self._recorded -= removed
+            self._groups = OrderedDict(
+                (group, home) for group, home in self._groups.items() if home not in removed
+            )
+            for replica_id in removed:
+                del self._group_counts[replica_id]
         self._ring.set_members(replica_ids)
 
     def _blocks(self, prefix: str) -> list[int]:

@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     replica_startup_timeout_s: float | None = None
     """How long a replica may take to become healthy; None: the engine's own default."""
     upstream_timeout_s: float = 600.0
+    shutdown_grace_s: float = 5.0
+    """On SIGTERM / Ctrl-C, how long requests in flight may still finish before the gateway
+    ends them (streams with an error event, others with a 503); its replicas then get as
+    long again to stop before they are killed."""
 
     # -- replica request limits (issue 7, item 5): each refusal is a 400 naming the
     # parameter; a replica reads these from the environment it inherits ----------------

@@ -4,8 +4,13 @@ Steps, each with a progress line: start the platform (database, keys, usage ledg
 sure the deployment named by ``--model`` exists (created, or updated with the options
 given), start the controller — which starts each deployment's replicas (resolving models,
 downloading once, choosing engines: ``--engine auto`` says why) and keeps them alive — wait
-until every deployment has a ready replica, then serve the gateway with uvicorn. Ctrl-C or
-SIGTERM stops the gateway, then drains and stops every replica.
+until every deployment has a ready replica, then serve the gateway with uvicorn.
+
+Ctrl-C or SIGTERM shuts down in order, within a bounded time: the gateway stops accepting
+connections and refuses new requests (503); requests in flight may finish for
+``shutdown_grace_s`` (5 s); then open streams end with an SSE error event and requests
+still waiting get a 503 envelope, each recorded; then every replica is stopped (SIGTERM,
+SIGKILL after the same grace). A second signal skips the grace period.
 
 Without ``--model`` it serves the deployments stored in the platform database, or the
 default model (``AIFORGE_MODEL``) when there are none. Deployments are managed while it runs
@@ -31,7 +36,7 @@ import contextlib
 import importlib.util
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
@@ -41,7 +46,7 @@ import httpx
 import typer
 import uvicorn
 
-from aiforge.cluster.controller import Controller
+from aiforge.cluster.controller import Controller, ControllerConfig
 from aiforge.cluster.deployments import DeploymentSpec, DeploymentSpecError
 from aiforge.cluster.runtimes.local import LocalRuntime, ReplicaStartError, reap_orphans
 from aiforge.cluster.sources import DeploymentSource, StaticDeployments
@@ -49,11 +54,14 @@ from aiforge.config import Settings
 from aiforge.engines.registry import ENGINE_NAMES, EngineSelectionError
 from aiforge.gateway.access import DiscardUsage, OpenAccess
 from aiforge.gateway.app import create_app
+from aiforge.gateway.handler import OpenAIHandler
 from aiforge.models.sources import model_reference, served_name
 from aiforge.router.directory import ReplicaDirectory
 from aiforge.router.registry import POLICY_NAMES
 
-SHUTDOWN_GRACE_S = 10.0
+GATEWAY_STOP_MARGIN_S = 2.0
+"""uvicorn's own bound on the gateway's shutdown, beyond the grace period (a backstop: the
+handler ends every request by then)."""
 
 
 def progress(line: str) -> None:
@@ -153,7 +161,8 @@ def serve(
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         asyncio.run(run_service(settings, options))
-    except KeyboardInterrupt:
+        progress("stopped")
+    except KeyboardInterrupt:  # before the orderly shutdown was ready
         progress("stopped")
     except (ServeError, EngineSelectionError, ReplicaStartError, DeploymentSpecError) as exc:
         progress(f"error: {exc}")
@@ -163,12 +172,51 @@ def serve(
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
-    # SIGTERM takes the same path as Ctrl-C, so every replica is stopped on the way out.
+    # Before the event loop's handlers are installed (and after): the same path as Ctrl-C.
     raise KeyboardInterrupt
 
 
-async def run_service(settings: Settings, options: ServeOptions) -> None:
-    """Start the platform, the controller and the gateway; return when the gateway stops."""
+class Shutdown:
+    """SIGTERM and SIGINT (Ctrl-C) ask for an orderly shutdown; a second one hurries it."""
+
+    def __init__(self) -> None:
+        self.requested = asyncio.Event()
+        self.hurry = asyncio.Event()
+
+    @contextlib.contextmanager
+    def installed(self) -> Generator[None, None, None]:
+        """Handle the signals in the running loop (main thread only) while inside."""
+        loop = asyncio.get_running_loop()
+        installed = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(ValueError, RuntimeError):  # not the main thread
+                loop.add_signal_handler(sig, self.request)
+                installed.append(sig)
+        try:
+            yield
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+            if signal.SIGTERM in installed:
+                signal.signal(signal.SIGTERM, _terminate)
+
+    def request(self) -> None:
+        if self.requested.is_set():
+            self.hurry.set()
+        self.requested.set()
+
+
+async def run_service(
+    settings: Settings, options: ServeOptions, shutdown: Shutdown | None = None
+) -> None:
+    """Start the platform, the controller and the gateway; return when the gateway stops
+    (on SIGTERM or Ctrl-C, or ``shutdown.request()``), once every replica has stopped."""
+    shutdown = shutdown or Shutdown()
+    with shutdown.installed():
+        await _run(settings, options, shutdown)
+
+
+async def _run(settings: Settings, options: ServeOptions, shutdown: Shutdown) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     reaped = reap_orphans(settings.data_dir / "run" / "replicas")
     if reaped:
@@ -181,12 +229,14 @@ async def run_service(settings: Settings, options: ServeOptions) -> None:
             _announce_admin_key(platform, settings)
         source = await _desired_state(settings, options, platform)
         directory = ReplicaDirectory()
-        controller = Controller(source, runtime, directory, progress=progress)
+        config = ControllerConfig(stop_grace_s=settings.shutdown_grace_s)
+        controller = Controller(source, runtime, directory, config=config, progress=progress)
         if platform is not None:
             platform.attach_control_plane(controller)
         loop = asyncio.create_task(controller.run(), name="aiforge-controller")
         try:
-            await controller.wait_until_settled(progress=progress)
+            if not await _until(controller.wait_until_settled(progress=progress), shutdown):
+                return
             app = create_app(
                 settings, directory=directory,
                 authenticator=platform.authenticator if platform else OpenAccess(),
@@ -195,17 +245,35 @@ async def run_service(settings: Settings, options: ServeOptions) -> None:
                 extra_routers=platform.routers if platform else (),
                 fleet_status=controller.status,
             )  # fmt: skip
-            await _serve_gateway(app, settings, directory)
+            await _serve_gateway(app, settings, directory, shutdown)
         finally:
             loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await loop
-            progress("draining and stopping replicas")
-            await controller.shutdown(SHUTDOWN_GRACE_S)
+            progress("stopping replicas")
+            await controller.shutdown(settings.shutdown_grace_s)
     finally:
         await runtime.aclose()
         if platform is not None:
             await platform.stop()
+
+
+async def _until(work: Any, shutdown: Shutdown) -> bool:
+    """Await ``work`` unless a shutdown is requested first (then cancel it): whether it ran."""
+    task = asyncio.ensure_future(work)
+    asked = asyncio.ensure_future(shutdown.requested.wait())
+    try:
+        await asyncio.wait((task, asked), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        asked.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if task.cancelled():
+        return False
+    task.result()
+    return True
 
 
 def _build_platform(settings: Settings) -> Any:
@@ -315,18 +383,44 @@ async def _replica_identity(
     return name or model, engine
 
 
-async def _serve_gateway(app: Any, settings: Settings, directory: ReplicaDirectory) -> None:
+class _GatewayServer(uvicorn.Server):
+    """uvicorn's server without its own signal handling: :class:`Shutdown` owns the signals
+    (uvicorn would re-raise a captured SIGTERM once it stopped, cutting the replicas' stop)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+async def _serve_gateway(
+    app: Any, settings: Settings, directory: ReplicaDirectory, shutdown: Shutdown
+) -> None:
+    """Serve until a shutdown is requested, then drain (:meth:`OpenAIHandler.drain`)."""
+    grace = settings.shutdown_grace_s
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
-        ws="none", lifespan="on", timeout_graceful_shutdown=10,
+        ws="none", lifespan="on", timeout_graceful_shutdown=int(grace + GATEWAY_STOP_MARGIN_S),
     )  # fmt: skip
-    server = uvicorn.Server(config)
+    server = _GatewayServer(config)
+    handler: OpenAIHandler = app.state.handler
     models = ", ".join(directory.models())
     progress(f"serving {models} at http://{settings.host}:{settings.port}/v1 "
              "(OpenAI API; Ctrl-C stops)")  # fmt: skip
-    await server.serve()
-    if not server.started:
+    serving = asyncio.create_task(server.serve(), name="aiforge-gateway")
+    if await _until(asyncio.shield(serving), shutdown) and not server.started:
         raise ServeError(f"the gateway could not listen on {settings.host}:{settings.port}")
+    if serving.done():
+        return
+    progress(f"stopping: requests in flight may finish for {grace:g}s")
+    server.should_exit = True  # uvicorn stops accepting and closes idle connections
+    draining = asyncio.create_task(handler.drain(grace))
+    hurry = asyncio.create_task(shutdown.hurry.wait())
+    await asyncio.wait((draining, hurry), return_when=asyncio.FIRST_COMPLETED)
+    if not draining.done():
+        await handler.end_in_flight()
+        await draining
+    hurry.cancel()
+    await serving
 
 
 def register(app: typer.Typer) -> None:

@@ -58,6 +58,16 @@ def rate_limited(exc: LimitExceeded) -> OpenAIError:
     )
 
 
+def shutting_down() -> OpenAIError:
+    """The gateway is stopping: a request it will not start, or one it ended at the deadline."""
+    return OpenAIError(
+        "The server is shutting down; the request was not completed. Please retry.",
+        status_code=503,
+        type="service_unavailable_error",
+        code="shutting_down",
+    )
+
+
 def limits_unavailable() -> OpenAIError:
     """The limits store cannot be reached, so the request cannot be admitted (fail closed)."""
     return OpenAIError(

@@ -15,19 +15,28 @@ which OpenAI's clients raise), metered with the usage it had reached.
 
 Each replica's answers are read in its engine's dialect (:mod:`aiforge.gateway.dialects`):
 thinking reaches clients as ``reasoning_content`` whatever the engine.
+
+A client that disconnects is noticed while the replica works (the ASGI receive channel is
+watched for ``http.disconnect`` until the answer is ready; a stream's relay by Starlette):
+the upstream connection is closed, so the replica aborts the request in its engine, and the
+request is recorded as cancelled (499). On shutdown :meth:`OpenAIHandler.drain` refuses new
+requests (503), lets those in flight finish for a grace period, then ends open streams with
+an SSE error event and the others with a 503 envelope, each recorded once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import anyio
 from fastapi import Request
-from fastapi.responses import Response, StreamingResponse
-from starlette.types import Receive, Scope, Send
+from fastapi.responses import Response
 
 from aiforge.config import Settings
 from aiforge.gateway.access import Admission, Authenticator, UsageSink
@@ -37,11 +46,24 @@ from aiforge.gateway.errors import (
     limits_unavailable,
     model_not_found,
     rate_limited,
+    shutting_down,
 )
 from aiforge.gateway.metering import StreamMeter, TokenUsage, usage_from_body
 from aiforge.gateway.metrics import GatewayMetrics
 from aiforge.gateway.proxy import Attempts, ReplicaProxy, upstream_failed
-from aiforge.gateway.request import ProxiedRequest, parse_request, read_body
+from aiforge.gateway.relay import (
+    SHUTTING_DOWN,
+    RelayResponse,
+    client_left,
+    stream_error_event,
+)
+from aiforge.gateway.request import (
+    CLIENT_CLOSED,
+    ProxiedRequest,
+    client_closed,
+    parse_request,
+    read_body,
+)
 from aiforge.gateway.request_id import scope_request_id
 from aiforge.gateway.routing_keys import conversation_prefix, session_key
 from aiforge.gateway.upstream import UpstreamError, UpstreamResponse, UpstreamTimeout
@@ -60,9 +82,9 @@ from aiforge.types import (
 
 log = logging.getLogger(__name__)
 
-_STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 _PREFIX_POLICIES = frozenset({"prefix_affinity"})
 """Policies that read the conversation prefix (computed only for them)."""
+Interruption = Literal["client_left", "shutting_down"]
 
 
 @dataclass(slots=True)
@@ -92,29 +114,14 @@ class _Call:
     stream_completed: bool = False
     stream_error: str | None = None
     finished: bool = False
+    interrupted: Interruption | None = None
+    """Why the request was cut before its answer was complete (set before cancelling it)."""
+    work: asyncio.Task[Response] | None = None
+    """The task waiting on the replica's answer (cancelled when the client leaves)."""
 
     @property
     def dialect(self) -> Dialect:
         return dialect_of(self.endpoint.dialect if self.endpoint else "openai")
-
-
-class RelayResponse(StreamingResponse):
-    """A streaming response that always runs ``cleanup`` once it ends, however it ends
-    (even when the client vanished before the first byte), so the upstream connection is
-    released and usage is recorded at once."""
-
-    def __init__(
-        self, content: AsyncIterator[bytes], *, cleanup: Callable[[], Awaitable[None]]
-    ) -> None:
-        super().__init__(content, media_type="text/event-stream", headers=_STREAM_HEADERS)
-        self._cleanup = cleanup
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self._cleanup()
 
 
 class OpenAIHandler:
@@ -138,6 +145,13 @@ class OpenAIHandler:
         self.admission = admission
         self.usage_sink = usage_sink
         self.metrics = metrics
+        self.draining = False
+        """Set by :meth:`drain`: new requests are refused with a 503."""
+        self._ending = False
+        self._calls: dict[str, _Call] = {}
+        """Requests between authentication and their usage event."""
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     def authenticate(self, request: Request) -> Principal:
         """The caller, or a 401/403 :class:`OpenAIError`."""
@@ -168,8 +182,64 @@ class OpenAIHandler:
             t0=time.perf_counter(),
             path=path,
         )
+        self._calls[call.request_id] = call
+        self._idle.clear()
         try:
+            if self.draining:
+                raise shutting_down()
             parsed = await self._admit(request, call)
+        except OpenAIError as exc:
+            await self._refused(call, exc)
+            raise
+        except BaseException as exc:
+            await self._abandon(call, exc)
+            raise
+        return await self._unless_interrupted(request, call, self._proxied(call, parsed))
+
+    async def _refused(self, call: _Call, exc: OpenAIError) -> None:
+        closed = exc.status_code == CLIENT_CLOSED
+        await self._finish(
+            call,
+            status=exc.status_code,
+            cancelled=closed,
+            error_type="cancelled" if closed else exc.code or exc.type,
+        )
+
+    async def _unless_interrupted(
+        self, request: Request, call: _Call, work: Coroutine[Any, Any, Response]
+    ) -> Response:
+        """The response ``work`` makes (the replica's answer, or the relay of its stream),
+        unless the client disconnects first or :meth:`end_in_flight` ends the request: then
+        ``work`` is cancelled — which closes the upstream connection, so the replica aborts
+        the request — and the request is recorded as cancelled (499) or shut down (503)."""
+        if self._ending:
+            work.close()
+            error = shutting_down()
+            await self._refused(call, error)
+            return error_response(error)
+        task = call.work = asyncio.ensure_future(work)
+        gone = asyncio.ensure_future(client_left(request.receive))
+        try:
+            await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # this request's own task is cancelled (a forced shutdown)
+            task.cancel()
+            gone.cancel()
+            await asyncio.gather(task, gone, return_exceptions=True)
+            raise
+        gone.cancel()
+        if not task.done() and not call.finished:  # finishing: its record is being made
+            call.interrupted = call.interrupted or "client_left"
+            task.cancel()
+        await asyncio.gather(task, gone, return_exceptions=True)
+        call.work = None
+        if not task.cancelled():
+            return task.result()
+        return error_response(shutting_down() if call.interrupted == SHUTTING_DOWN
+                              else client_closed())  # fmt: skip
+
+    async def _proxied(self, call: _Call, parsed: ProxiedRequest) -> Response:
+        """Open the answer on a replica and answer (a stream is relayed by the response)."""
+        try:
             upstream = await self._open(call)
         except OpenAIError as exc:
             await self._finish(call, status=exc.status_code, error_type=exc.code or exc.type)
@@ -192,16 +262,46 @@ class OpenAIHandler:
             raise
 
     async def _abandon(self, call: _Call, exc: BaseException) -> None:
-        """The request ends by an exception other than an answer (cancelled at shutdown, or a
-        bug): it still gets its one record, settles, and frees the replica."""
+        """The request ends by an exception other than an answer (its client left, it was
+        ended at shutdown, or a bug): it still gets its one record, settles, and frees the
+        replica."""
         cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
+        error_type: str
+        if cancelled and call.interrupted == SHUTTING_DOWN:
+            status, error_type = 503, SHUTTING_DOWN
+        elif cancelled:
+            status, error_type = CLIENT_CLOSED, "cancelled"
+        else:
+            status, error_type = 500, "gateway_error"
         with anyio.CancelScope(shield=True):
-            await self._finish(
-                call,
-                status=499 if cancelled else 500,
-                cancelled=cancelled,
-                error_type="cancelled" if cancelled else "gateway_error",
-            )
+            await self._finish(call, status=status, cancelled=cancelled, error_type=error_type)
+
+    async def drain(self, grace_s: float) -> None:
+        """Shut the request path down in about ``grace_s`` (and at most a second more): new
+        requests get a 503 at once; those in flight may finish until the grace period ends;
+        then :meth:`end_in_flight` ends the rest. Called once, when the gateway stops."""
+        self.draining = True
+        await self._until_idle(grace_s)
+        await self.end_in_flight()
+
+    async def end_in_flight(self, wait_s: float = 1.0) -> None:
+        """End every request in flight now: an open stream ends with an SSE error event
+        (``shutting_down``; clients raise it), a request still waiting for its answer gets a
+        503 envelope; each is recorded, and its replica sees the connection close (and
+        aborts the request). Waits up to ``wait_s`` for them to be recorded."""
+        self.draining = self._ending = True
+        for call in list(self._calls.values()):
+            call.interrupted = call.interrupted or SHUTTING_DOWN
+            if call.work is not None and not call.work.done():
+                if not call.finished:
+                    call.work.cancel()
+            elif call.upstream is not None:
+                await call.upstream.aclose()  # the relay's read fails: it ends the stream
+        await self._until_idle(wait_s)
+
+    async def _until_idle(self, timeout_s: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
 
     async def _admit(self, request: Request, call: _Call) -> ProxiedRequest:
         body = await read_body(request, self.settings.max_body_bytes)
@@ -375,17 +475,25 @@ class OpenAIHandler:
                         if out:
                             yield out
                     rest = held + call.meter.flush()
+                    if call.interrupted == SHUTTING_DOWN and not call.upstream.complete:
+                        call.stream_error = SHUTTING_DOWN  # closed before it was read
+                        yield rest + stream_error_event(call.request_id, shutting_down=True)
+                        return
                     if rest:
                         yield rest
                     call.stream_completed = True
                     return
                 except UpstreamError as exc:
+                    if call.interrupted == SHUTTING_DOWN:
+                        call.stream_error = SHUTTING_DOWN
+                        yield held + stream_error_event(call.request_id, shutting_down=True)
+                        return
                     retried = None if forwarded else await self._failover(call, exc)
                     if retried is None or retried.status_code != 200:
                         call.stream_error = f"upstream_error: {type(exc).__name__}"
                         if retried is not None:
                             await retried.aclose()
-                        yield held + _stream_error_event(call.request_id)
+                        yield held + stream_error_event(call.request_id)
                         return
                     call.upstream, call.meter = retried, self._meter(call)
         finally:
@@ -409,7 +517,7 @@ class OpenAIHandler:
         failed = call.stream_error is not None
         await self._finish(
             call,
-            status=502 if failed else 200,
+            status=(503 if call.stream_error == SHUTTING_DOWN else 502) if failed else 200,
             usage=usage,
             ttft_s=ttft,
             cancelled=not call.stream_completed and not failed,
@@ -427,13 +535,26 @@ class OpenAIHandler:
         error_type: str | None = None,
     ) -> None:
         """Release the replica, settle admission, count metrics and emit the request's one
-        usage event. Runs once per request; later calls do nothing."""
+        usage event. Runs once per request; later calls do nothing.
+
+        A non-streamed request cut before its answer (its client left, or shutdown ended it)
+        has no usage: the replica reports it only in the answer nobody reads. The replica
+        aborts it as the connection closes, but what it had generated by then is unknown
+        here, so the admission reservation — an upper bound of what the request could use
+        — is kept as the charge (never a refund of what may have been spent), and the
+        record says ``cancelled`` with the prompt estimate and no completion tokens. Asking
+        the replica afterwards would cost a second round trip and replica state for every
+        cancellation, and still not cover replicas of other engines (vLLM); the bound is
+        honest for all of them and cannot be slipped by hanging up."""
         if call.finished:
             return
         call.finished = True
-        # A client that left a non-streamed answer leaves its replica at work with nothing
-        # reported: keep the reservation (an upper bound), never refund what may be spent.
+        self._calls.pop(call.request_id, None)
+        if not self._calls:
+            self._idle.set()
         unreported = usage is None and cancelled and call.counted_in_flight
+        if unreported:
+            usage = TokenUsage(prompt_tokens=call.estimated_prompt_tokens)
         usage = usage or TokenUsage()
         replica_id = call.endpoint.id if call.endpoint else ""
         self._release(call, ok=200 <= status < 500, tokens=usage.completion_tokens)
@@ -479,16 +600,3 @@ class OpenAIHandler:
             self.usage_sink.record(event)
         except Exception:  # the sink journals durably; a failure here must not fail the answer
             log.exception("usage sink failed for %s", call.request_id)
-
-
-def _stream_error_event(request_id: str) -> bytes:
-    """The SSE event that ends a stream whose replica broke mid-way (OpenAI's clients raise
-    it as an ``APIError``); no ``[DONE]`` follows."""
-    error = OpenAIError(
-        f"The replica serving this stream failed mid-answer; the answer is incomplete "
-        f"(request {request_id}).",
-        status_code=502,
-        type="server_error",
-        code="upstream_error",
-    )
-    return b"data: " + error.body() + b"\n\n"

@@ -35,6 +35,7 @@ from typing import Any, Literal, TypeGuard
 
 import orjson
 from fastapi import Request
+from starlette.requests import ClientDisconnect
 
 from aiforge.protocol.openai.errors import OpenAIError
 from aiforge.types import RequestKind
@@ -114,18 +115,36 @@ def body_too_large(limit: int) -> OpenAIError:
     )
 
 
+CLIENT_CLOSED = 499
+"""The status of a request whose client went away before its answer (nginx's, as vLLM)."""
+
+
+def client_closed() -> OpenAIError:
+    """The client disconnected (mid-upload, or while waiting): nobody reads this answer; it
+    is what the request is recorded as, cancelled, without a traceback."""
+    return OpenAIError(
+        "The client closed the connection before the answer.",
+        status_code=CLIENT_CLOSED,
+        code="client_closed_request",
+    )
+
+
 async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refusing more than ``limit`` bytes (by Content-Length and while reading)."""
+    """The body, refusing more than ``limit`` bytes (by Content-Length and while reading); a
+    client that disconnects mid-upload is a 499 (:func:`client_closed`)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise body_too_large(limit)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise body_too_large(limit)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise body_too_large(limit)
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise client_closed() from None
     return b"".join(chunks)
 
 

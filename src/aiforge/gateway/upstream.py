@@ -77,6 +77,11 @@ class UpstreamResponse:
         self._timeout = read_timeout_s
         self._done = False
 
+    @property
+    def complete(self) -> bool:
+        """The whole body has been read (a response closed early never is)."""
+        return self._done
+
     async def aread(self) -> bytes:
         """The whole body."""
         return b"".join([part async for part in self.aiter_raw()])
@@ -124,7 +129,8 @@ class UpstreamResponse:
             return await pending
 
     async def aclose(self) -> None:
-        """Give the connection back (body fully read, keep-alive) or close it. Idempotent."""
+        """Give the connection back (body fully read, keep-alive) or close it. Idempotent.
+        Called by another task while one reads the body, the read fails (UpstreamError)."""
         connection, self._connection = self._connection, None
         if connection is None:
             return

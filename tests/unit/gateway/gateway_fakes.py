@@ -29,6 +29,8 @@ def fake_replica(name: str = "r") -> FastAPI:
     app = FastAPI()
     app.state.bodies = []
     app.state.request_ids = []
+    app.state.left = []
+    """Request ids whose connection closed while the replica worked on them (``head_delay_s``)."""
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -50,6 +52,14 @@ def fake_replica(name: str = "r") -> FastAPI:
             "completion_tokens": len(words),
             "total_tokens": 7 + len(words),
         }
+        head_delay = float(body.get("head_delay_s", 0.0))
+        if head_delay:  # works before the head, as a real replica's non-streamed answer does
+            until = asyncio.get_running_loop().time() + head_delay
+            while asyncio.get_running_loop().time() < until:
+                if await request.is_disconnected():
+                    app.state.left.append(request.headers.get("x-request-id"))
+                    return Response(status_code=499)
+                await asyncio.sleep(0.02)
         if not body.get("stream"):
             message = {"role": "assistant", "content": " ".join(words)}
             out = {"id": "c1", "object": "chat.completion", "created": 1, "model": body["model"],

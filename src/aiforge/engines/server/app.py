@@ -1,9 +1,17 @@
-"""The replica's FastAPI app: thin routes over the handlers kept on ``app.state``."""
+"""The replica's FastAPI app: thin routes over the handlers kept on ``app.state``.
+
+A request whose client (the gateway) disconnects is aborted in the engine, whatever its
+kind: a stream when Starlette stops iterating it (closing the generators closes the engine's
+streams), a non-streamed answer by :func:`_answer` (vLLM's ``with_cancellation``), which
+cancels the work when ``http.disconnect`` arrives, so the batch slot is freed at once.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -14,6 +22,7 @@ from aiforge.engines.server.completions import CompletionService
 from aiforge.engines.server.context import ReplicaContext
 from aiforge.engines.server.embeddings import EmbeddingService
 from aiforge.engines.server.errors import BodySizeLimit, install_error_handlers
+from aiforge.engines.server.generation import CLIENT_CLOSED_STATUS
 from aiforge.protocol.openai.chat import ChatCompletionRequest
 from aiforge.protocol.openai.completions import CompletionRequest
 from aiforge.protocol.openai.embeddings import EmbeddingRequest
@@ -43,22 +52,46 @@ def _respond(result: object) -> Response:
     return Response(result.to_json(), media_type="application/json")  # type: ignore[attr-defined]
 
 
+async def _answer(request: Request, work: Coroutine[Any, Any, object]) -> Response:
+    """The response of ``work`` (a service's ``create``), unless the client disconnects
+    first: then ``work`` is cancelled — its sequences' engine streams are closed, which
+    aborts them in the engine — and the answer nobody reads is a bare 499."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_client_left(request))
+    try:
+        await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not task.done():
+            task.cancel()
+        await asyncio.gather(task, gone, return_exceptions=True)
+    if task.cancelled():
+        return Response(status_code=CLIENT_CLOSED_STATUS)
+    return _respond(task.result())
+
+
+async def _client_left(request: Request) -> None:
+    """Returns when ``http.disconnect`` arrives (the body has been read already)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
     _context(request)
-    return _respond(await request.app.state.chat.create(body))
+    return await _answer(request, request.app.state.chat.create(body))
 
 
 @router.post("/v1/completions")
 async def completions(body: CompletionRequest, request: Request) -> Response:
     _context(request)
-    return _respond(await request.app.state.completions.create(body))
+    return await _answer(request, request.app.state.completions.create(body))
 
 
 @router.post("/v1/embeddings")
 async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
     _context(request)
-    return _respond(await request.app.state.embeddings.create(body))
+    return await _answer(request, request.app.state.embeddings.create(body))
 
 
 @router.get("/v1/models")

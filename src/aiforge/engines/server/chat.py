@@ -13,6 +13,7 @@ from aiforge.engines.core import TokenConstraint
 from aiforge.engines.server.chat_output import ChatParts, ChatSequenceOutput, MessageBuilder
 from aiforge.engines.server.context import ReplicaContext, request_id
 from aiforge.engines.server.generation import (
+    CLIENT_CLOSED_STATUS,
     GenerationStats,
     SequenceDelta,
     SequenceSpec,
@@ -138,10 +139,10 @@ class ChatService:
                 if tool_choice == "required" or t.function.name == tool_choice.function.name
             ]
             ctx.limits.check_json_schema([params for _, params in tools], "tools")
+            # A named tool_choice makes exactly one call (as vLLM does); "required", one or more.
+            parallel = tool_choice == "required" and request.parallel_tool_calls
             grammar = await asyncio.to_thread(
-                lambda: ctx.grammars().tool_calls(
-                    tools, parallel=request.parallel_tool_calls, param="tools"
-                )
+                lambda: ctx.grammars().tool_calls(tools, parallel=parallel, param="tools")
             )
         elif isinstance(request.response_format, ResponseFormatJsonSchema):
             schema = request.response_format.json_schema.schema_ or {}
@@ -199,6 +200,9 @@ class ChatService:
                     if plan.top_logprobs is not None:
                         logprobs[delta.index].extend(delta.tokens)
             status = 200
+        except asyncio.CancelledError:  # the client left: the engine requests are aborted
+            status = CLIENT_CLOSED_STATUS
+            raise
         finally:
             plan.stats.observe(self._ctx.metrics, ENDPOINT, status)
         choices = [

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from aiforge.engines.core import TokenEvent
 from aiforge.engines.server.context import ReplicaContext, request_id
 from aiforge.engines.server.generation import (
+    CLIENT_CLOSED_STATUS,
     GenerationStats,
     SequenceDelta,
     SequenceSpec,
@@ -142,14 +143,19 @@ class CompletionService:
         tokens: list[list[TokenEvent]] = [[] for _ in plan.specs]
         finish = ["stop"] * len(plan.specs)
         status = 500
+        deltas = self._deltas(plan)
         try:
-            async for delta in self._deltas(plan):
+            async for delta in deltas:
                 texts[delta.index] += delta.text
                 tokens[delta.index].extend(delta.tokens)
                 if delta.finish_reason is not None:
                     finish[delta.index] = delta.finish_reason
             status = 200
+        except asyncio.CancelledError:  # the client left: the engine requests are aborted
+            status = CLIENT_CLOSED_STATUS
+            raise
         finally:
+            await _aclose(deltas)  # now, not when collected: frees the engine's slots
             plan.stats.observe(self._ctx.metrics, ENDPOINT, status)
         choices = [
             CompletionChoice(
@@ -246,3 +252,9 @@ def _requested(request: CompletionRequest) -> RequestedSampling:
         ignore_eos=request.ignore_eos,
         logit_bias=request.logit_bias,
     )
+
+
+async def _aclose(stream: AsyncIterator[SequenceDelta]) -> None:
+    close = getattr(stream, "aclose", None)
+    if close is not None:
+        await close()

@@ -32,6 +32,9 @@ from aiforge.protocol.openai.errors import OpenAIError, engine_error
 
 T = TypeVar("T")
 
+CLIENT_CLOSED_STATUS = 499
+"""The status recorded for a request whose client disconnected before its answer (nginx's)."""
+
 
 @dataclass(slots=True)
 class SequenceDelta:

@@ -60,6 +60,7 @@ from aiforge.gateway.relay import (
 from aiforge.gateway.request import (
     CLIENT_CLOSED,
     ProxiedRequest,
+    check_content_type,
     client_closed,
     parse_request,
     read_body,
@@ -304,6 +305,7 @@ class OpenAIHandler:
             await asyncio.wait_for(self._idle.wait(), timeout_s)
 
     async def _admit(self, request: Request, call: _Call) -> ProxiedRequest:
+        check_content_type(request.headers.get("content-type"))
         body = await read_body(request, self.settings.max_body_bytes)
         parsed = parse_request(body, call.kind)
         call.parsed = parsed

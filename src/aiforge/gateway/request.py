@@ -129,6 +129,22 @@ def client_closed() -> OpenAIError:
     )
 
 
+def check_content_type(content_type: str | None) -> None:
+    """Refuse a body declared as something other than JSON (a form, text, multipart), as
+    OpenAI does, instead of guessing; no declared type is read as JSON."""
+    if content_type is None:
+        return
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media == "application/json" or media.endswith("+json"):
+        return
+    raise OpenAIError(
+        f"The request's Content-Type is {media or 'empty'!r}; the OpenAI API takes a JSON "
+        "body: send it with Content-Type: application/json.",
+        status_code=400,
+        code="invalid_content_type",
+    )
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The body, refusing more than ``limit`` bytes (by Content-Length and while reading); a
     client that disconnects mid-upload is a 499 (:func:`client_closed`)."""

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import orjson
+import pytest
 from gateway_fakes import MODEL, Gateway, fake_replica
 
 from aiforge.testing.server import free_port, running_app
@@ -290,3 +291,26 @@ async def test_an_unexpected_error_is_a_500_envelope_with_the_request_id(gateway
         assert response.json()["error"]["code"] == "gateway_error"
         assert response.headers["x-request-id"].startswith("req-")
     assert gateway.replica_app.state.bodies == []
+
+
+@pytest.mark.parametrize(
+    ("content_type", "status"),
+    [
+        ("application/json", 200),
+        ("application/json; charset=utf-8", 200),
+        ("application/vnd.api+json", 200),
+        ("text/plain", 400),
+        ("application/x-www-form-urlencoded", 400),
+        ("multipart/form-data; boundary=x", 400),
+    ],
+)
+async def test_a_body_declared_as_something_other_than_json_is_refused(
+    gateway: Gateway, content_type: str, status: int
+) -> None:
+    headers = {**gateway.headers, "content-type": content_type}
+    async with httpx.AsyncClient(base_url=gateway.url, headers=headers) as client:
+        answer = await client.post("/v1/chat/completions", content=b'{"model": "tiny"}')
+    assert answer.status_code == status, answer.text
+    if status == 400:
+        assert _error(answer)["code"] == "invalid_content_type"
+        assert gateway.replica_app.state.bodies == []

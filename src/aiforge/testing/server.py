@@ -72,6 +72,8 @@ class RemoteAiforgeServer:
         self.startup_timeout_s = startup_timeout_s
         self.log_path = self.data_dir / "serve.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self._clients: list[openai.OpenAI] = []
+        """Clients handed out, closed with the server (their sockets must not outlive it)."""
 
     # -- lifecycle ------------------------------------------------------------
     def argv(self) -> list[str]:
@@ -128,6 +130,8 @@ class RemoteAiforgeServer:
                 process.wait(timeout=10)
         if process is not None:
             _signal_group(process.pid, signal.SIGKILL)  # leftovers, if any
+        while self._clients:
+            self._clients.pop().close()
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
@@ -161,9 +165,12 @@ class RemoteAiforgeServer:
         return "/".join([self.url, *(p.strip("/") for p in parts)])
 
     def client(self, **kwargs: Any) -> openai.OpenAI:
+        """An official client for this server; closed when the server stops."""
         kwargs.setdefault("max_retries", 0)
         kwargs.setdefault("timeout", 120.0)
-        return openai.OpenAI(base_url=self.base_url, api_key=self.api_key, **kwargs)
+        client = openai.OpenAI(base_url=self.base_url, api_key=self.api_key, **kwargs)
+        self._clients.append(client)
+        return client
 
     def async_client(self, **kwargs: Any) -> openai.AsyncOpenAI:
         kwargs.setdefault("max_retries", 0)

@@ -85,10 +85,14 @@ def _adopt_configured_key(
     try:
         with sessions.begin() as session:
             existing = repo.find_key_by_hash(session, secret_hash=issued.secret_hash)
+            if existing is None:
+                # A gateway starting alongside may have committed this very key since the
+                # lookup above: the same prefix with the same hash is not a clash.
+                existing = repo.find_key_by_prefix(session, prefix=issued.prefix)
+                if existing is not None and existing.secret_hash != issued.secret_hash:
+                    raise RuntimeError("AIFORGE_ADMIN_KEY clashes with another key's prefix")
             if existing is not None:
                 existing.revoked_at = None  # the operator asked for exactly this key
-            elif repo.find_key_by_prefix(session, prefix=issued.prefix) is not None:
-                raise RuntimeError("AIFORGE_ADMIN_KEY clashes with another key's prefix")
             else:
                 repo.add_key(session, row=_admin_row(project_id, issued, CONFIGURED_ADMIN_KEY_NAME))
             now = datetime.now(UTC)

@@ -223,3 +223,17 @@ def sse_payloads(body: str) -> list[Any]:
     if not payloads or payloads[-1] != "[DONE]":
         raise AssertionError(f"stream did not end with [DONE]: {body[-200:]!r}")
     return [json.loads(p) for p in payloads[:-1]]
+
+
+class BrokenConstraint:
+    """A constraint whose mask fails: a request whose sampling raises inside an engine loop
+    (to test that one request's failure does not take the loop down)."""
+
+    def mask_logits(self, logits: Any) -> None:
+        raise RuntimeError("mask exploded")
+
+    def accept(self, token_id: int) -> None:
+        pass
+
+    def is_finished(self) -> bool:
+        return False

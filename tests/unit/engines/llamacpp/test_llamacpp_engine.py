@@ -15,6 +15,7 @@ from aiforge.engines.llamacpp.engine import LlamaCppTokenEngine
 from aiforge.engines.llamacpp.loading import load_tokenizer, stop_tokens
 from aiforge.engines.llamacpp.runner import LlamaRunner, RunnerConfig, silence_llama_logs
 from aiforge.engines.llamacpp.scheduler import BatchToken
+from aiforge.testing.fake_engine import BrokenConstraint
 from aiforge.testing.gguf import require_llama_cpp
 
 pytestmark = pytest.mark.llamacpp
@@ -248,25 +249,12 @@ async def test_shutdown_ends_open_streams_without_a_finish_reason(tiny_gguf: Pat
         await collect(eng, request("late", PROMPTS[0]))
 
 
-class _BrokenConstraint:
-    """A constraint whose mask fails: a request whose sampling raises inside the loop."""
-
-    def mask_logits(self, logits: torch.Tensor) -> None:
-        raise RuntimeError("mask exploded")
-
-    def accept(self, token_id: int) -> None:
-        pass
-
-    def is_finished(self) -> bool:
-        return False
-
-
 @pytest.mark.parametrize(
     "bad",
     [
         request("bad", PROMPTS[0], seed=1 << 70),
         GenerationRequest(
-            "bad", PROMPTS[0], SamplingParams(max_tokens=5), constraint=_BrokenConstraint()
+            "bad", PROMPTS[0], SamplingParams(max_tokens=5), constraint=BrokenConstraint()
         ),
         request("bad", PROMPTS[0], temperature=1e-30),
     ],

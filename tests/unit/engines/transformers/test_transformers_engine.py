@@ -19,6 +19,7 @@ from aiforge.engines.core import (
 )
 from aiforge.engines.transformers import TransformersTokenEngine
 from aiforge.engines.transformers.loading import LoadedModel, load_model
+from aiforge.testing.fake_engine import BrokenConstraint
 from aiforge.testing.models import tiny_qwen3, tiny_qwen3_embedding
 
 PROMPTS = [
@@ -329,24 +330,11 @@ async def test_bfloat16_embeddings_match_float32_ones(tmp_path: Path) -> None:
     assert torch.all(cosine > 0.99)
 
 
-class _BrokenConstraint:
-    """A constraint whose mask fails: a request whose sampling raises inside the loop."""
-
-    def mask_logits(self, logits: torch.Tensor) -> None:
-        raise RuntimeError("mask exploded")
-
-    def accept(self, token_id: int) -> None:
-        pass
-
-    def is_finished(self) -> bool:
-        return False
-
-
 @pytest.mark.parametrize(
     "bad",
     [
         GenerationRequest("bad", PROMPTS[0], _greedy(5, seed=1 << 70)),
-        GenerationRequest("bad", PROMPTS[0], _greedy(5), constraint=_BrokenConstraint()),
+        GenerationRequest("bad", PROMPTS[0], _greedy(5), constraint=BrokenConstraint()),
         GenerationRequest(
             "bad", PROMPTS[0], SamplingParams(max_tokens=5, temperature=1e-30, ignore_eos=True)
         ),

@@ -20,7 +20,8 @@ import httpx
 
 from aiforge.config import Settings
 from aiforge.models.catalog import CatalogEntry, find
-from aiforge.models.demo import DEMO_NAME, ensure_demo_model, is_demo_model
+from aiforge.models.demo import is_demo_model
+from aiforge.models.demos import find_demo
 from aiforge.models.progress import DownloadProgress, RichDownloadBar, hub_tqdm_class
 
 COMPLETE_MARKER = ".aiforge-download.json"
@@ -65,9 +66,10 @@ def resolve_model(
     (``HF_ENDPOINT`` or ModelScope's site by default). Raises :class:`ModelSourceError`.
     """
     say = progress or (lambda _line: None)
-    if name_or_path == DEMO_NAME:
-        say("building the offline demo model (random weights) if needed")
-        return _resolved(ensure_demo_model(settings), DEMO_NAME, None)
+    offline_demo = find_demo(name_or_path)
+    if offline_demo is not None:
+        say(f"building the offline demo model {offline_demo.name} (random weights) if needed")
+        return _resolved(offline_demo.ensure(settings), offline_demo.name, None)
     local = Path(name_or_path).expanduser()
     if local.exists():
         return _resolved(local.resolve(), _local_name(local), find(name_or_path))
@@ -257,8 +259,8 @@ def served_name(name_or_path: str, settings: Settings) -> str:
     """The model name clients will send for ``name_or_path``, without downloading anything:
     ``demo``, a local model's directory name (a ``.gguf`` file's stem), or the hub id (a
     catalog name such as ``qwen3-0.6b`` resolves to its repository id)."""
-    if name_or_path == DEMO_NAME:
-        return DEMO_NAME
+    if find_demo(name_or_path) is not None:
+        return name_or_path
     local = Path(name_or_path).expanduser()
     if local.exists() or _looks_like_path(name_or_path):
         return _local_name(local)

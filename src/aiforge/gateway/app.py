@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -27,6 +28,7 @@ from aiforge.gateway.proxy import ReplicaProxy
 from aiforge.gateway.request_id import RequestIdMiddleware
 from aiforge.gateway.routes import health, openai
 from aiforge.gateway.routes.health import FleetStatus
+from aiforge.gateway.routes.schema import with_body_schemas
 from aiforge.gateway.upstream import UpstreamPool
 from aiforge.protocol.openai.errors import OpenAIError
 from aiforge.router.directory import ReplicaDirectory
@@ -87,7 +89,20 @@ def create_app(
     for router in extra_routers:
         app.include_router(router)
     app.add_middleware(RequestIdMiddleware)
+    _describe_bodies(app)
     return app
+
+
+def _describe_bodies(app: FastAPI) -> None:
+    """The OpenAPI schema, with the ``/v1`` request bodies the routes name."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = with_body_schemas(build())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -10,6 +10,10 @@ from fastapi.responses import Response
 
 from aiforge.gateway.errors import model_not_found
 from aiforge.gateway.handler import OpenAIHandler
+from aiforge.gateway.routes.schema import openapi_body
+from aiforge.protocol.openai.chat import ChatCompletionRequest
+from aiforge.protocol.openai.completions import CompletionRequest
+from aiforge.protocol.openai.embeddings import EmbeddingRequest
 
 router = APIRouter(tags=["OpenAI"])
 
@@ -21,17 +25,29 @@ def _handler(request: Request) -> OpenAIHandler:
     return handler
 
 
-@router.post("/v1/chat/completions", summary="Create a chat completion (OpenAI)")
+@router.post(
+    "/v1/chat/completions",
+    summary="Create a chat completion (OpenAI)",
+    openapi_extra=openapi_body(ChatCompletionRequest),
+)
 async def chat_completions(request: Request) -> Response:
     return await _handler(request).handle(request, "chat", "/v1/chat/completions")
 
 
-@router.post("/v1/completions", summary="Create a completion (OpenAI)")
+@router.post(
+    "/v1/completions",
+    summary="Create a completion (OpenAI)",
+    openapi_extra=openapi_body(CompletionRequest),
+)
 async def completions(request: Request) -> Response:
     return await _handler(request).handle(request, "completion", "/v1/completions")
 
 
-@router.post("/v1/embeddings", summary="Create embeddings (OpenAI)")
+@router.post(
+    "/v1/embeddings",
+    summary="Create embeddings (OpenAI)",
+    openapi_extra=openapi_body(EmbeddingRequest),
+)
 async def embeddings(request: Request) -> Response:
     return await _handler(request).handle(request, "embedding", "/v1/embeddings")
 

@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -82,6 +83,29 @@ from aiforge.types import (
 )
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class InternalRequest:
+    """A request the gateway makes on a caller's behalf (:meth:`OpenAIHandler.submit`)."""
+
+    principal: Principal
+    """Whose request it is: admitted against its limits and metered to it."""
+    kind: RequestKind
+    path: str
+    """The replica route, e.g. ``/v1/chat/completions``."""
+    body: bytes
+    """The OpenAI request body, as a client would send it."""
+    request_id: str
+    """The id of its one usage record: a retry under the same id is metered once."""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """Headers a client would have sent (routing reads ``x-session-id`` and the like)."""
+
+
+async def _never() -> None:
+    """Nobody is waiting who could leave (a batch line): never returns."""
+    await asyncio.Event().wait()
+
 
 _PREFIX_POLICIES = frozenset({"prefix_affinity"})
 """Policies that read the conversation prefix (computed only for them)."""
@@ -175,8 +199,58 @@ class OpenAIHandler:
     async def handle(self, request: Request, kind: RequestKind, path: str) -> Response:
         """Answer one inference request (``path`` is the replica route, e.g. ``/v1/embeddings``)."""
         principal = self.authenticate(request)
+        call = self._open_call(principal, kind, path, scope_request_id(request.scope))
+        try:
+            self._refuse_if_draining()
+            check_content_type(request.headers.get("content-type"))
+            body = await read_body(request, self.settings.max_body_bytes)
+            parsed = await self._admit(call, body, request.headers)
+        except OpenAIError as exc:
+            await self._refused(call, exc)
+            raise
+        except BaseException as exc:
+            await self._abandon(call, exc)
+            raise
+        left = functools.partial(client_left, request.receive)
+        return await self._unless_interrupted(left, call, self._proxied(call, parsed))
+
+    async def submit(
+        self,
+        internal: InternalRequest,
+        *,
+        client_left: Callable[[], Awaitable[None]] | None = None,
+    ) -> Response:
+        """Answer a request made inside the gateway on a caller's behalf (a Responses API
+        turn, a batch line): the same path as :meth:`handle` — admission, routing, failover,
+        metering with exactly one usage event under ``internal.request_id`` — minus reading
+        an HTTP request. Refusals raise :class:`OpenAIError` (recorded like any refusal).
+
+        ``client_left`` returns when whoever waits for the answer is gone (the request is
+        then cancelled as a disconnect is); None when nobody can leave (a batch). A streamed
+        request's answer is a :class:`RelayResponse`: iterate its ``body_iterator`` (SSE
+        bytes of chat chunks) and call its :meth:`~RelayResponse.aclose` when done with it.
+        """
+        call = self._open_call(
+            internal.principal, internal.kind, internal.path, internal.request_id
+        )
+        try:
+            self._refuse_if_draining()
+            parsed = await self._admit(call, internal.body, internal.headers)
+        except OpenAIError as exc:
+            await self._refused(call, exc)
+            raise
+        except BaseException as exc:
+            await self._abandon(call, exc)
+            raise
+        return await self._unless_interrupted(
+            client_left or _never, call, self._proxied(call, parsed)
+        )
+
+    def _open_call(
+        self, principal: Principal, kind: RequestKind, path: str, request_id: str
+    ) -> _Call:
         call = _Call(
-            request_id=scope_request_id(request.scope),
+            request_id=request_id,
             kind=kind,
             principal=principal,
             started_at=time.time(),
@@ -185,17 +259,11 @@ class OpenAIHandler:
         )
         self._calls[call.request_id] = call
         self._idle.clear()
-        try:
-            if self.draining:
-                raise shutting_down()
-            parsed = await self._admit(request, call)
-        except OpenAIError as exc:
-            await self._refused(call, exc)
-            raise
-        except BaseException as exc:
-            await self._abandon(call, exc)
-            raise
-        return await self._unless_interrupted(request, call, self._proxied(call, parsed))
+        return call
+
+    def _refuse_if_draining(self) -> None:
+        if self.draining:
+            raise shutting_down()
 
     async def _refused(self, call: _Call, exc: OpenAIError) -> None:
         closed = exc.status_code == CLIENT_CLOSED
@@ -207,7 +275,10 @@ class OpenAIHandler:
         )
 
     async def _unless_interrupted(
-        self, request: Request, call: _Call, work: Coroutine[Any, Any, Response]
+        self,
+        left: Callable[[], Awaitable[None]],
+        call: _Call,
+        work: Coroutine[Any, Any, Response],
     ) -> Response:
         """The response ``work`` makes (the replica's answer, or the relay of its stream),
         unless the client disconnects first or :meth:`end_in_flight` ends the request: then
@@ -219,7 +290,7 @@ class OpenAIHandler:
             await self._refused(call, error)
             return error_response(error)
         task = call.work = asyncio.ensure_future(work)
-        gone = asyncio.ensure_future(client_left(request.receive))
+        gone = asyncio.ensure_future(left())
         try:
             await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
         except BaseException:  # this request's own task is cancelled (a forced shutdown)
@@ -304,9 +375,7 @@ class OpenAIHandler:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), timeout_s)
 
-    async def _admit(self, request: Request, call: _Call) -> ProxiedRequest:
-        check_content_type(request.headers.get("content-type"))
-        body = await read_body(request, self.settings.max_body_bytes)
+    async def _admit(self, call: _Call, body: bytes, headers: Mapping[str, str]) -> ProxiedRequest:
         parsed = parse_request(body, call.kind)
         call.parsed = parsed
         call.stream, call.estimated_prompt_tokens = parsed.stream, parsed.estimated_prompt_tokens
@@ -335,7 +404,7 @@ class OpenAIHandler:
         except Exception:  # the limits store (Redis) is down or broken: refuse, don't crash
             log.exception("admission failed for %s", call.request_id)
             raise limits_unavailable() from None
-        call.client_headers = dict(request.headers)
+        call.client_headers = dict(headers)
         call.routing = RoutingRequest(
             request_id=call.request_id,
             model=parsed.model,

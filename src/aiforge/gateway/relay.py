@@ -33,8 +33,16 @@ class RelayResponse(StreamingResponse):
         try:
             await super().__call__(scope, receive, send)
         finally:
-            with anyio.CancelScope(shield=True):
-                await self._cleanup()
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        """End the relay (for a consumer inside the gateway that reads ``body_iterator``
+        itself): the stream's generator is closed and ``cleanup`` runs, once."""
+        with anyio.CancelScope(shield=True):
+            close = getattr(self.body_iterator, "aclose", None)
+            if close is not None:
+                await close()
+            await self._cleanup()
 
 
 async def client_left(receive: Receive) -> None:

@@ -77,6 +77,24 @@ class Settings(BaseSettings):
     """``enum`` (and ``const``) values across one schema; big enums make grammars compile
     for minutes. 1000 is the bound OpenAI puts on structured-output schemas."""
 
+    # -- images (``image_url`` content parts): the gateway fetches http(s) URLs and
+    # inlines them as data URLs; a replica decodes data URLs. Each refusal is a 400 naming
+    # the part, e.g. ``messages[0].content[1].image_url.url`` ---------------------------
+    image_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
+    """Bytes of one image: a fetched body (streamed, cut off past this) or a decoded data URL."""
+    image_max_pixels: int = Field(default=32 * 1024 * 1024, ge=1)
+    """Width x height of one image, read from its header before any pixel is decoded (a
+    decompression bomb is refused unopened). The model's preprocessor then resizes it."""
+    image_max_per_request: int = Field(default=16, ge=0)
+    """``image_url`` parts in one request (data and http(s) URLs together)."""
+    image_fetch_timeout_s: float = Field(default=10.0, gt=0)
+    """Wall-clock bound on fetching one image URL: DNS, connect, redirects and body."""
+    image_fetch_max_redirects: int = Field(default=3, ge=0)
+    image_fetch_allow_networks: list[str] = Field(default_factory=list)
+    """IP addresses or networks (CIDR) that image URLs may reach although they are private,
+    loopback or link-local, e.g. ``["10.1.2.0/24"]`` for an internal image store. Empty by
+    default: only public addresses are fetched. Cloud metadata addresses are never fetched."""
+
     # -- platform -----------------------------------------------------------
     database_url: str | None = None
     """SQLAlchemy URL; defaults to a SQLite file in the data dir."""
@@ -86,6 +104,16 @@ class Settings(BaseSettings):
     """Use this admin API key instead of generating one on first start."""
     key_pepper: str | None = None
     """A secret mixed into API-key hashes; set the same value on every gateway of a database."""
+
+    # -- files and batches (``/v1/files``, ``/v1/batches``) --------------------------
+    files_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
+    """The largest file ``/v1/files`` accepts; a larger upload is refused (413) while it is
+    read, before it is stored."""
+    batch_max_lines: int = Field(default=50_000, ge=1)
+    """Requests one batch input file may hold (OpenAI's limit is 50,000)."""
+    batch_concurrency: int = Field(default=4, ge=1)
+    """Batch lines one gateway runs at once (all batches together); they also yield to
+    interactive traffic (docs/api.md, "Batches")."""
 
     @property
     def models_dir(self) -> Path:

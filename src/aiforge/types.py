@@ -16,7 +16,7 @@ __all__ = [
     "UsageEvent",
 ]
 
-RequestKind = Literal["chat", "completion", "embedding"]
+RequestKind = Literal["chat", "completion", "embedding", "rerank", "score"]
 
 
 @dataclass(frozen=True, slots=True)

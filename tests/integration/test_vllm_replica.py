@@ -275,3 +275,103 @@ def test_unknown_model_is_a_404_error_envelope(client: openai.OpenAI) -> None:
             model="no-such-model", messages=[{"role": "user", "content": "x"}], max_tokens=2
         )
     assert caught.value.status_code == 404
+
+
+# -- reasoning controls: the gateway's translation (conform_vllm_request), then vLLM ------
+
+
+def _vllm_reasoning_body(**controls: Any) -> dict[str, Any]:
+    """The extra body a gateway sends a vLLM replica for these reasoning controls."""
+    import orjson
+
+    from aiforge.gateway.dialects.vllm import conform_vllm_request
+
+    body = orjson.dumps({"model": MODEL_NAME, "messages": [], **controls})
+    sent: dict[str, Any] = orjson.loads(conform_vllm_request("/v1/chat/completions", body))
+    return {k: v for k, v in sent.items() if k not in ("model", "messages")}
+
+
+def _reasoning_tokens(response: Any) -> int:
+    details = response.usage.completion_tokens_details
+    assert details is not None, "vLLM reported no completion_tokens_details"
+    count: int = details.reasoning_tokens
+    return count
+
+
+# A random model never opens <think> by itself: these prompts end inside an open block, as
+# Qwen3-Thinking-2507's template leaves them (an assistant turn "<think>" continued).
+OPENED: Any = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "<think>"}]
+CONTINUE = {"continue_final_message": True, "add_generation_prompt": False}
+
+
+def test_thinking_budget_closes_the_block_on_vllm(client: openai.OpenAI) -> None:
+    response = client.chat.completions.create(
+        model=MODEL_NAME,
+        messages=OPENED,
+        max_tokens=24,
+        temperature=0,
+        logprobs=True,
+        extra_body={**CONTINUE, **_vllm_reasoning_body(thinking_budget=6)},
+    )
+    free = client.chat.completions.create(
+        model=MODEL_NAME, messages=OPENED, max_tokens=24, temperature=0, extra_body=CONTINUE
+    )
+
+    assert response.choices[0].logprobs is not None
+    tokens = [t.token for t in response.choices[0].logprobs.content or []]
+    print("budgeted:", tokens, response.usage, response.choices[0].message)
+    print("free:", free.usage, free.choices[0].message)
+    assert "</think>" in tokens, tokens
+    assert tokens.index("</think>") == 6
+    assert _reasoning_tokens(response) == 6
+    assert response.choices[0].message.content
+    # Without a budget the random model never closes the block: all 24 are reasoning.
+    assert _reasoning_tokens(free) == 24
+    assert not free.choices[0].message.content
+
+
+def test_structured_output_completes_after_the_budget_on_vllm(
+    client: openai.OpenAI, no_whitespace_bias: dict[str, int]
+) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"colour": {"type": "string", "enum": ["red", "green"]}},
+        "required": ["colour"],
+        "additionalProperties": False,
+    }
+    response = client.chat.completions.create(
+        model=MODEL_NAME,
+        messages=OPENED,
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "pick", "schema": schema, "strict": True},
+        },
+        max_tokens=64,
+        temperature=0,
+        logprobs=True,
+        logit_bias=no_whitespace_bias,
+        extra_body={**CONTINUE, **_vllm_reasoning_body(thinking_budget=5)},
+    )
+
+    content = response.choices[0].message.content
+    assert response.choices[0].logprobs is not None
+    print("structured:", [t.token for t in response.choices[0].logprobs.content or []])
+    print("structured:", response.usage, response.choices[0].message)
+    assert response.choices[0].finish_reason == "stop"
+    assert content is not None
+    assert json.loads(content)["colour"] in {"red", "green"}
+    assert _reasoning_tokens(response) == 5
+
+
+def test_effort_none_turns_thinking_off_on_vllm(client: openai.OpenAI) -> None:
+    response = client.chat.completions.create(
+        model=MODEL_NAME,
+        messages=[{"role": "user", "content": "Hi"}],
+        max_tokens=6,
+        extra_body=_vllm_reasoning_body(reasoning_effort="none"),
+    )
+
+    extra = response.choices[0].message.model_extra or {}
+    assert not extra.get("reasoning")
+    assert response.choices[0].message.content
+    assert _reasoning_tokens(response) == 0

@@ -242,10 +242,18 @@ async def _run(settings: Settings, options: ServeOptions, shutdown: Shutdown) ->
                 authenticator=platform.authenticator if platform else OpenAccess(),
                 admission=platform.admission if platform else OpenAccess(),
                 usage_sink=platform.usage_sink if platform else DiscardUsage(),
-                extra_routers=platform.routers if platform else (),
+                extra_routers=platform.routers if platform else _without_platform(),
                 fleet_status=controller.status,
+                response_store=platform.response_store if platform else None,
             )  # fmt: skip
-            await _serve_gateway(app, settings, directory, shutdown)
+            runner = getattr(platform, "batch_runner", None)
+            if runner is not None:
+                runner.start(app.state.handler)
+            try:
+                await _serve_gateway(app, settings, directory, shutdown)
+            finally:
+                if runner is not None:  # after the drain: lines still running were ended
+                    await runner.stop(settings.shutdown_grace_s)
         finally:
             loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -283,6 +291,14 @@ def _build_platform(settings: Settings) -> Any:
     from aiforge.platform.bootstrap import build_platform
 
     return build_platform(settings)
+
+
+def _without_platform() -> Sequence[Any]:
+    """A gateway without the platform (``--no-auth``) answers ``/v1/files`` and
+    ``/v1/batches`` with a 404 saying they need it (they keep their state in its database)."""
+    from aiforge.platform.files.api import platform_required_router
+
+    return (platform_required_router(),)
 
 
 def _announce_admin_key(platform: Any, settings: Settings) -> None:

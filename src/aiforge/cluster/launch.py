@@ -69,6 +69,7 @@ def prepare_launch(
         dtype=spec.dtype if spec.dtype != "auto" else settings.dtype,
         max_model_len=spec.max_model_len or settings.max_model_len,
         is_embedding=resolved.is_embedding,
+        is_reranker=resolved.is_reranker,
         extra_args=spec.engine_args,
         threads=spec.threads,
         cpus=cpus,

@@ -33,6 +33,8 @@ class ReplicaSpec:
     dtype: str = "auto"
     max_model_len: int | None = None
     is_embedding: bool = False
+    is_reranker: bool = False
+    """A yes/no reranker (Qwen3-Reranker): served for ``/v1/rerank`` and ``/v1/score`` only."""
     load_format: str | None = None
     """``"dummy"`` makes vLLM skip loading weights (benchmarks on real shapes)."""
     extra_args: tuple[str, ...] = ()

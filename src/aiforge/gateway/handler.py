@@ -49,6 +49,7 @@ from aiforge.gateway.errors import (
     rate_limited,
     shutting_down,
 )
+from aiforge.gateway.images import inline_images
 from aiforge.gateway.metering import StreamMeter, TokenUsage, usage_from_body
 from aiforge.gateway.metrics import GatewayMetrics
 from aiforge.gateway.proxy import Attempts, ReplicaProxy, upstream_failed
@@ -404,6 +405,7 @@ class OpenAIHandler:
         except Exception:  # the limits store (Redis) is down or broken: refuse, don't crash
             log.exception("admission failed for %s", call.request_id)
             raise limits_unavailable() from None
+        parsed = call.parsed = await inline_images(parsed, self.settings)
         call.client_headers = dict(headers)
         call.routing = RoutingRequest(
             request_id=call.request_id,

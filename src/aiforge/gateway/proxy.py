@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, MutableSequence
 from dataclasses import dataclass, field
 
+from aiforge.gateway.dialects import dialect_of
 from aiforge.gateway.errors import no_replica
 from aiforge.gateway.upstream import UpstreamError, UpstreamPool, UpstreamResponse, UpstreamTimeout
 from aiforge.protocol.openai.errors import OpenAIError
@@ -72,7 +73,8 @@ class ReplicaProxy:
             attempts.tried.append(endpoint.id)
             router.begin(endpoint, request)
             try:
-                response = await self.pool.post(endpoint.url, path, body, headers)
+                sent = dialect_of(endpoint.dialect).conform_request(path, body)
+                response = await self.pool.post(endpoint.url, path, sent, headers)
             except UpstreamTimeout:
                 router.end(endpoint, request, ok=False)
                 raise

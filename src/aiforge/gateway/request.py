@@ -38,6 +38,7 @@ from fastapi import Request
 from starlette.requests import ClientDisconnect
 
 from aiforge.protocol.openai.errors import OpenAIError
+from aiforge.protocol.openai.reasoning import thinking_from_body
 from aiforge.types import RequestKind
 
 CHARS_PER_TOKEN = 4
@@ -50,6 +51,10 @@ preamble, thinking tags, the generation prompt (Qwen3's adds at most ~110)."""
 PROMPT_SPECIAL_TOKENS = 4
 """Special tokens a tokenizer may add to one raw prompt or input (BOS, EOS, a prefix space)."""
 _METERED = {"include_usage": True, "continuous_usage_stats": True}
+_UNSTREAMED: frozenset[RequestKind] = frozenset({"embedding", "rerank", "score"})
+SCORE_TEMPLATE_TOKENS = 512
+"""What a reranker's prompt adds to each scored pair beyond the request's texts: Qwen3-Reranker's
+system turn, default instruction and markers (about 330 bytes, so at most that many tokens)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,13 +195,15 @@ def parse_request(body: bytes, kind: RequestKind) -> ProxiedRequest:
     stream = data.get("stream", False)
     if stream is None:
         stream = False
-    if not isinstance(stream, bool) or (stream and kind == "embedding"):
+    if not isinstance(stream, bool) or (stream and kind in _UNSTREAMED):
         raise OpenAIError(
             f"Invalid value for 'stream': {stream!r}.",
             status_code=400,
             param="stream",
             code="invalid_type",
         )
+    if kind == "chat":  # every engine's replica reads these; a bad value is refused here
+        thinking_from_body(data)
     options = data.get("stream_options")
     client_wants_usage = stream and _include_usage(options)
     continuous = (
@@ -229,6 +236,8 @@ def token_demand(data: dict[str, Any], kind: RequestKind, body_bytes: int) -> To
     """What bounds the request's tokens; raise a 400 for a limit field of the wrong type."""
     if kind == "embedding":
         return TokenDemand(_raw_prompts(data.get("input"), body_bytes), 0, None)
+    if kind in ("rerank", "score"):
+        return TokenDemand(_scored_pairs(data, kind, body_bytes), 0, None)
     limits = [_count(data, name, 0) for name in ("max_tokens", "max_completion_tokens")]
     # 0 or absent: some engines then fall back to their default (the whole context).
     max_tokens = max((v for v in limits if v), default=None)
@@ -296,6 +305,39 @@ def _raw_prompts(value: Any, body_bytes: int) -> tuple[int | None, ...]:
         else 1
         for item in value
     )  # fmt: skip
+
+
+def _scored_pairs(data: dict[str, Any], kind: RequestKind, body_bytes: int) -> tuple[int, ...]:
+    """Bounds of a rerank or score request's pairs: each pair is read as one prompt holding
+    its query, its document, the instruction and the reranker's template (an embedding model
+    reads less: each text once). A side that is not text falls back to the body's bytes."""
+    if kind == "rerank":
+        left: Any = data.get("query")
+        right: Any = data.get("documents")
+    else:
+        left = data.get("text_1", data.get("queries"))
+        right = data.get("text_2", data.get("documents"))
+    lefts, rights = _side(left), _side(right)
+    if len(lefts) == 1:
+        lefts = lefts * len(rights)
+    instruction = data.get("instruction")
+    extra = SCORE_TEMPLATE_TOKENS + (
+        _text_bound(instruction) if isinstance(instruction, str) else 0
+    )
+    if len(lefts) != len(rights):  # malformed: the replica refuses it
+        return (body_bytes + extra,)
+    return tuple(q + d + extra for q, d in zip(lefts, rights, strict=True))
+
+
+def _side(value: Any) -> list[int]:
+    """Per text of one side of the pairs (a string, a list of strings or ``{"text"}``); 0 for
+    anything else, which the replica refuses without reading a token."""
+    items = value if isinstance(value, list) else [value]
+    bounds = []
+    for item in items:
+        text = item.get("text") if isinstance(item, dict) else item
+        bounds.append(_text_bound(text) if isinstance(text, str) else 0)
+    return bounds or [0]
 
 
 def _text_bound(text: str) -> int:

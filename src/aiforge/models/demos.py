@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiforge.config import Settings
-from aiforge.models import demo
+from aiforge.models import demo, demo_embedding, demo_reranker, demo_vl
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +30,21 @@ DEMO_MODELS: dict[str, DemoModel] = {
         name=demo.DEMO_NAME,
         ensure=demo.ensure_demo_model,
         description="chat: a tiny Qwen3 with random weights (thinking, tools, JSON)",
+    ),
+    demo_embedding.DEMO_EMBEDDING_NAME: DemoModel(
+        name=demo_embedding.DEMO_EMBEDDING_NAME,
+        ensure=demo_embedding.ensure_demo_embedding,
+        description="embeddings and score: a tiny Qwen3-Embedding with random weights",
+    ),
+    demo_reranker.DEMO_RERANKER_NAME: DemoModel(
+        name=demo_reranker.DEMO_RERANKER_NAME,
+        ensure=demo_reranker.ensure_demo_reranker,
+        description="rerank and score: a tiny Qwen3-Reranker with random weights",
+    ),
+    demo_vl.DEMO_VL_NAME: DemoModel(
+        name=demo_vl.DEMO_VL_NAME,
+        ensure=demo_vl.ensure_demo_vl_model,
+        description="vision: a tiny Qwen3-VL with random weights (image_url parts)",
     ),
 }
 """Every demo model, by the name ``--model`` accepts (and clients send)."""

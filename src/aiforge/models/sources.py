@@ -23,6 +23,7 @@ from aiforge.models.catalog import CatalogEntry, find
 from aiforge.models.demo import is_demo_model
 from aiforge.models.demos import find_demo
 from aiforge.models.progress import DownloadProgress, RichDownloadBar, hub_tqdm_class
+from aiforge.models.reranker import is_reranker_model
 
 COMPLETE_MARKER = ".aiforge-download.json"
 """Written last into a download directory; its presence means the download finished."""
@@ -47,6 +48,8 @@ class ResolvedModel:
     is_embedding: bool
     is_demo: bool
     catalog_entry: CatalogEntry | None
+    is_reranker: bool = False
+    """A yes/no reranker (Qwen3-Reranker): scored for ``/v1/rerank``, never sampled."""
 
 
 def resolve_model(
@@ -294,7 +297,15 @@ def _resolved(path: Path, served_name: str, entry: CatalogEntry | None) -> Resol
         is_embedding=_is_embedding(path, entry),
         is_demo=not is_gguf and is_demo_model(path),
         catalog_entry=entry,
+        is_reranker=_is_reranker(path, entry),
     )
+
+
+def _is_reranker(path: Path, entry: CatalogEntry | None) -> bool:
+    """A reranker if the catalog says so, or the directory looks like one."""
+    if entry is not None:
+        return entry.task == "rerank"
+    return path.is_dir() and is_reranker_model(path)
 
 
 def _is_embedding(path: Path, entry: CatalogEntry | None) -> bool:

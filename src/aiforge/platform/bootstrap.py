@@ -14,8 +14,10 @@ instead, for automation.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +31,7 @@ from aiforge.config import Settings
 from aiforge.platform.api.keys import build_keys_router
 from aiforge.platform.api.tenancy import build_tenancy_router
 from aiforge.platform.api.usage import build_usage_router
+from aiforge.platform.batches import BatchRunner, BatchService, BatchStore, build_batches_router
 from aiforge.platform.db.engine import (
     PRIVATE_DIR_MODE,
     make_engine,
@@ -42,10 +45,12 @@ from aiforge.platform.deployments import (
     build_deployments_router,
 )
 from aiforge.platform.domain.keys import DEFAULT_PEPPER
+from aiforge.platform.files import FileService, FileStore, build_files_router
 from aiforge.platform.limits.admission import LimitAdmission
 from aiforge.platform.limits.factory import build_store
 from aiforge.platform.metering.budgets import reseed_budgets
 from aiforge.platform.metering.ledger import UsageLedger
+from aiforge.platform.responses.store import SqlResponseStore
 from aiforge.platform.services.authenticator import PlatformAuthenticator
 from aiforge.platform.services.keys import KeyService
 from aiforge.platform.services.setup import (
@@ -77,6 +82,13 @@ class PlatformRuntime:
     """The stored deployments; the controller reads them (a ``DeploymentSource``)."""
     live_replicas: LiveReplicas
     """Where ``/admin/v1/deployments`` reads live replicas (see :meth:`attach_control_plane`)."""
+    response_store: SqlResponseStore
+    """Stored Responses (``/v1/responses``): pass to ``create_app(response_store=...)``."""
+    files: FileService | None = None
+    batches: BatchService | None = None
+    batch_runner: BatchRunner | None = None
+    """Runs batches in the gateway process: ``aiforge serve`` starts it with the app's
+    handler (:meth:`BatchRunner.start`) and stops it after the gateway drained."""
     routers: list[APIRouter] = field(default_factory=list)
     default: DefaultTenancy | None = None
     new_admin_key: str | None = None
@@ -139,11 +151,14 @@ def build_platform(settings: Settings) -> PlatformRuntime:
     usage_sink = UsageLedger.from_settings(settings, engine)
     deployments = DeploymentService(uow)
     live_replicas = LiveReplicas()
+    files, batches, batch_runner = _files_and_batches(settings, sessions)
     routers = [
         build_tenancy_router(tenancy),
         build_keys_router(keys),
         build_usage_router(usage_sink),
         build_deployments_router(deployments, live_replicas),
+        build_files_router(files),
+        build_batches_router(batches),
     ]
     return PlatformRuntime(
         settings=settings,
@@ -156,8 +171,34 @@ def build_platform(settings: Settings) -> PlatformRuntime:
         keys=keys,
         deployments=deployments,
         live_replicas=live_replicas,
+        response_store=SqlResponseStore(sessions),
+        files=files,
+        batches=batches,
+        batch_runner=batch_runner,
         routers=routers,
     )
+
+
+def _files_and_batches(
+    settings: Settings, sessions: sessionmaker[Session]
+) -> tuple[FileService, BatchService, BatchRunner]:
+    """``/v1/files`` (bytes under ``<data_dir>/files``), ``/v1/batches`` and the runner,
+    which one gateway identifies by its host, port and data dir (a restarted gateway takes
+    its batches back at once; another one waits for their leases to expire)."""
+    files = FileService(
+        sessions, FileStore(settings.data_dir / "files"), max_bytes=settings.files_max_bytes
+    )
+    batches = BatchService(sessions, files)
+    store = BatchStore(sessions, files, max_line_bytes=settings.max_body_bytes)
+    where = f"{socket.gethostname()}:{settings.port}:{settings.data_dir.resolve()}"
+    runner = BatchRunner(
+        store,
+        runner_id=hashlib.sha256(where.encode()).hexdigest()[:32],
+        concurrency=settings.batch_concurrency,
+        max_lines=settings.batch_max_lines,
+    )
+    batches.on_change = runner.wake
+    return files, batches, runner
 
 
 def _on_loop_of_caller(wake: Callable[[], None]) -> Callable[[], None]:

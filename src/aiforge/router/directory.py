@@ -169,6 +169,11 @@ class DeploymentRouter:
         endpoint = self._endpoints.get(replica_id)
         return endpoint.in_flight if endpoint is not None else 0
 
+    def in_flight_total(self) -> int:
+        """Requests in flight on all of this deployment's endpoints (the batch runner
+        compares it with its own lines to yield to interactive traffic)."""
+        return sum(endpoint.in_flight for endpoint in self._endpoints.values())
+
     def tokens_per_s(self, replica_id: str) -> float:
         meter = self._throughput.get(replica_id)
         return meter.rate(self._clock()) if meter is not None else 0.0

@@ -52,6 +52,8 @@ class FakeTokenEngine(TokenEngine):
     eos_token_ids: frozenset[int] = frozenset({151645, 151643})
     token_delay_s: float = 0.0
     embedding_dim: int | None = None
+    classifier_token_ids: tuple[int, int] | None = None
+    """Set: a reranker; ``score`` gives each prompt a relevance drawn from its digest."""
     cached_prompt_tokens: int = 0
     fail_with: Exception | None = None
     fatal: str | None = None
@@ -69,6 +71,7 @@ class FakeTokenEngine(TokenEngine):
             eos_token_ids=self.eos_token_ids,
             is_embedding=self.embedding_dim is not None,
             embedding_dim=self.embedding_dim,
+            classifier_token_ids=self.classifier_token_ids,
         )
 
     async def start(self) -> None:
@@ -171,6 +174,11 @@ class FakeTokenEngine(TokenEngine):
             norm = math.sqrt(sum(x * x for x in raw)) or 1.0
             vectors.append([x / norm for x in raw])
         return vectors
+
+    async def score(self, prompts: Sequence[Sequence[int]]) -> list[float]:
+        if self.classifier_token_ids is None:
+            raise RuntimeError("not a reranker")
+        return [random.Random(_digest(ids)).random() for ids in prompts]
 
 
 def _stable_seed(request: GenerationRequest) -> int:

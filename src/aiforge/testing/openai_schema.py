@@ -24,6 +24,9 @@ KNOWN_SCHEMAS = (
     "CreateEmbeddingResponse",
     "ListModelsResponse",
     "ErrorResponse",
+    "Response",
+    "ResponseStreamEvent",
+    "ResponseItemList",
 )
 
 

@@ -14,7 +14,8 @@ import torch
 import xgrammar as xgr
 from transformers import PreTrainedTokenizerBase
 
-from aiforge.engines.server.grammar import AfterThinking, GrammarCompilerCache, GrammarConstraint
+from aiforge.engines.server.grammar import GrammarCompilerCache, GrammarConstraint
+from aiforge.engines.server.thinking import ThinkingConstraint, ThinkMarkers
 from aiforge.engines.server.tool_calls import TOOL_CALL_END, TOOL_CALL_START
 from aiforge.protocol.openai.errors import OpenAIError
 from aiforge.testing.fake_engine import sse_payloads
@@ -156,8 +157,11 @@ def test_grammar_waits_for_end_of_thinking(tokenizer: PreTrainedTokenizerBase) -
     compiled = cache.json_schema({"type": "object"}, param="response_format")
     assert cache.json_schema({"type": "object"}, param="response_format") is compiled
     think, end_think = 151667, 151668
-    gated = AfterThinking(
-        GrammarConstraint(compiled, 151936), think_start=think, think_end=end_think, thinking=False
+    markers = ThinkMarkers.of(tokenizer)
+    assert markers is not None
+    assert (markers.start, markers.end) == (think, end_think)
+    gated = ThinkingConstraint(
+        markers, start="undecided", answer=GrammarConstraint(compiled, 151936)
     )
     logits = torch.zeros(151936)
     gated.mask_logits(logits)

@@ -151,6 +151,12 @@ class LlamaCppTokenEngine:
             "serve embedding models with the transformers engine"
         )
 
+    async def score(self, prompts: Sequence[Sequence[int]]) -> list[float]:
+        raise NotImplementedError(
+            "the llama.cpp engine serves chat and completion models only; "
+            "serve rerankers with the transformers or vllm engine"
+        )
+
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[TokenEvent, None]:
         """Stream the request's tokens; closing the iterator early aborts the request."""
         if self._thread is None:

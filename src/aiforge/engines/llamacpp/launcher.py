@@ -45,6 +45,10 @@ class LlamaCppEngine(Engine):
             raise ValueError(
                 "the llama.cpp engine does not serve embedding models; use the transformers engine"
             )
+        if spec.is_reranker:
+            raise ValueError(
+                "the llama.cpp engine does not serve rerankers; use the transformers or vllm engine"
+            )
         argv = [
             sys.executable,
             "-m",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Coroutine
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -23,11 +23,14 @@ from aiforge.engines.server.context import ReplicaContext
 from aiforge.engines.server.embeddings import EmbeddingService
 from aiforge.engines.server.errors import BodySizeLimit, install_error_handlers
 from aiforge.engines.server.generation import CLIENT_CLOSED_STATUS
+from aiforge.engines.server.rerank import RerankService
+from aiforge.engines.server.score import PairScorer, ScoreService
 from aiforge.protocol.openai.chat import ChatCompletionRequest
 from aiforge.protocol.openai.completions import CompletionRequest
 from aiforge.protocol.openai.embeddings import EmbeddingRequest
-from aiforge.protocol.openai.errors import engine_error
+from aiforge.protocol.openai.errors import engine_error, invalid_param
 from aiforge.protocol.openai.models import ModelCard, ModelList
+from aiforge.protocol.openai.rerank import RerankRequest, ScoreRequest
 
 router = APIRouter()
 
@@ -76,15 +79,32 @@ async def _client_left(request: Request) -> None:
         pass
 
 
+def _generative(ctx: ReplicaContext, endpoint: str) -> None:
+    """A 400 for a generation request to a model that only pools or scores."""
+    info = ctx.engine.info
+    if info.generates:
+        return
+    kind, serves = (
+        ("a reranker", "/v1/rerank and /v1/score")
+        if info.is_reranker
+        else ("an embedding model", "/v1/embeddings, /v1/score and /v1/rerank")
+    )
+    raise invalid_param(
+        f"The model `{ctx.served_model_name}` is {kind}: it serves {serves}, not {endpoint}.",
+        "model",
+        code="model_not_supported",
+    )
+
+
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
-    _context(request)
+    _generative(_context(request), "/v1/chat/completions")
     return await _answer(request, request.app.state.chat.create(body))
 
 
 @router.post("/v1/completions")
 async def completions(body: CompletionRequest, request: Request) -> Response:
-    _context(request)
+    _generative(_context(request), "/v1/completions")
     return await _answer(request, request.app.state.completions.create(body))
 
 
@@ -92,6 +112,22 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
 async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
     _context(request)
     return await _answer(request, request.app.state.embeddings.create(body))
+
+
+# vLLM serves these at /rerank and /score (its /v1 paths log a deprecation on every call),
+# and the gateway forwards there; both spellings answer here.
+@router.post("/v1/rerank")
+@router.post("/rerank")
+async def rerank(body: RerankRequest, request: Request) -> Response:
+    _context(request)
+    return await _answer(request, request.app.state.rerank.create(body))
+
+
+@router.post("/v1/score")
+@router.post("/score")
+async def score(body: ScoreRequest, request: Request) -> Response:
+    _context(request)
+    return await _answer(request, request.app.state.score.create(body))
 
 
 @router.get("/v1/models")
@@ -102,8 +138,14 @@ async def models(request: Request) -> Response:
         created=ctx.created,
         owned_by="aiforge",
         max_model_len=ctx.max_model_len,
+        task=_task(ctx),
     )
     return Response(ModelList(data=[card]).to_json(), media_type="application/json")
+
+
+def _task(ctx: ReplicaContext) -> Literal["chat", "embedding", "rerank"]:
+    info = ctx.engine.info
+    return "rerank" if info.is_reranker else "embedding" if info.is_embedding else "chat"
 
 
 @router.get("/health")
@@ -171,6 +213,9 @@ def create_replica_app(ctx: ReplicaContext, *, max_body_bytes: int = 8 * 1024 * 
     app.state.chat = ChatService(ctx)
     app.state.completions = CompletionService(ctx)
     app.state.embeddings = EmbeddingService(ctx)
+    scorer = PairScorer(ctx)
+    app.state.rerank = RerankService(ctx, scorer)
+    app.state.score = ScoreService(ctx, scorer)
     install_error_handlers(app)
     app.include_router(router)
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,8 @@ from aiforge.engines.server.generation import (
     run_sequence,
     sequence_params,
 )
-from aiforge.engines.server.grammar import AfterThinking, GrammarConstraint
+from aiforge.engines.server.grammar import GrammarConstraint
+from aiforge.engines.server.images import request_images, template_content
 from aiforge.engines.server.logprobs import chat_logprobs
 from aiforge.engines.server.params import (
     RequestedSampling,
@@ -29,9 +30,10 @@ from aiforge.engines.server.params import (
     normalize_stop,
     resolve_max_tokens,
 )
-from aiforge.engines.server.reasoning import THINK_END, THINK_START, prompt_thinking_state
+from aiforge.engines.server.reasoning import prompt_thinking_state
 from aiforge.engines.server.sse import DONE, error_event, event
 from aiforge.engines.server.stream_options import usage_modes
+from aiforge.engines.server.thinking import ThinkingConstraint, ThinkingTracker, ThinkMarkers
 from aiforge.protocol.openai.chat import (
     ChatChoice,
     ChatCompletionChunk,
@@ -44,7 +46,9 @@ from aiforge.protocol.openai.chat import (
     ResponseFormatJsonObject,
     ResponseFormatJsonSchema,
 )
+from aiforge.protocol.openai.common import CompletionTokensDetails, Usage
 from aiforge.protocol.openai.errors import OpenAIError, invalid_param
+from aiforge.protocol.openai.reasoning import thinking_of
 
 ENDPOINT = "chat"
 
@@ -63,6 +67,22 @@ class ChatPlan:
     include_usage: bool
     continuous_usage: bool = False
     """Usage so far on every chunk (``stream_options.continuous_usage_stats``)."""
+    thinking: list[ThinkingTracker] | None = None
+    """Per sequence: counts its reasoning tokens (None: the model has no think markers)."""
+
+    def track(self, delta: SequenceDelta) -> None:
+        """Follow a sequence's new tokens through its think block."""
+        if self.thinking is not None:
+            tracker = self.thinking[delta.index]
+            for token in delta.tokens:
+                tracker.push(token.token_id)
+
+    def usage(self) -> Usage:
+        """The usage so far, with the reasoning tokens of every sequence."""
+        usage = self.stats.usage()
+        reasoning = sum(t.reasoning_tokens for t in self.thinking or ())
+        usage.completion_tokens_details = CompletionTokensDetails(reasoning_tokens=reasoning)
+        return usage
 
 
 class ChatService:
@@ -70,6 +90,7 @@ class ChatService:
 
     def __init__(self, ctx: ReplicaContext) -> None:
         self._ctx = ctx
+        self._markers = ThinkMarkers.of(ctx.tokenizer)
 
     async def create(
         self, request: ChatCompletionRequest
@@ -89,10 +110,15 @@ class ChatService:
         ctx.limits.check_sequences(1, request.n)
         template = _request_template(ctx, request)
         tool_choice = _tool_choice(request)
+        thinking = thinking_of(request)
         # Templating and tokenizing a big request take seconds: never on the event loop.
+        images = await asyncio.to_thread(
+            request_images, ctx.engine, request.messages, ctx.limits, ctx.served_model_name
+        )
         prompt_text, prompt_ids = await asyncio.to_thread(
             _prepare_prompt, ctx, request, template, offer_tools=tool_choice != "none"
         )
+        prompt_ids = images.expand(prompt_ids, ctx.limits)
         max_tokens = resolve_max_tokens(
             request.max_completion_tokens or request.max_tokens,
             prompt_tokens=len(prompt_ids),
@@ -100,7 +126,9 @@ class ChatService:
             prompt_param="messages",
         )
         reasoning_start = prompt_thinking_state(prompt_text)
-        constraint = await self._constraint_factory(request, tool_choice, reasoning_start)
+        constraint = await self._constraint_factory(
+            request, tool_choice, reasoning_start, thinking.engine_budget
+        )
         top = request.top_logprobs or 0 if request.logprobs else None
         base = build_sampling_params(
             _requested(request, top),
@@ -112,7 +140,15 @@ class ChatService:
         include_usage, continuous_usage = usage_modes(request.stream_options)
         stops = normalize_stop(request.stop)
         specs = [
-            SequenceSpec(f"{rid}-{i}", i, prompt_ids, sequence_params(base, i), stops, constraint)
+            SequenceSpec(
+                f"{rid}-{i}",
+                i,
+                prompt_ids,
+                sequence_params(base, i),
+                stops,
+                constraint,
+                images=images.inputs,
+            )
             for i in range(request.n)
         ]
         return ChatPlan(
@@ -125,10 +161,17 @@ class ChatService:
             top_logprobs=top,
             include_usage=include_usage,
             continuous_usage=continuous_usage,
+            thinking=None
+            if self._markers is None
+            else [ThinkingTracker(self._markers, reasoning_start) for _ in specs],
         )
 
     async def _constraint_factory(
-        self, request: ChatCompletionRequest, tool_choice: Any, reasoning_start: str
+        self,
+        request: ChatCompletionRequest,
+        tool_choice: Any,
+        reasoning_start: str,
+        budget: int | None,
     ) -> Any:
         ctx = self._ctx
         grammar = None
@@ -154,17 +197,24 @@ class ChatService:
             grammar = await asyncio.to_thread(
                 lambda: ctx.grammars().json_schema(None, param="response_format")
             )
-        if grammar is None:
-            return lambda: None
-        vocab = ctx.engine.info.vocab_size
-        start, end = ctx.token_id(THINK_START), ctx.token_id(THINK_END)
+        return self._sequence_constraint(grammar, reasoning_start, budget)
+
+    def _sequence_constraint(
+        self, grammar: Any, reasoning_start: str, budget: int | None
+    ) -> Callable[[], TokenConstraint | None]:
+        """Each sequence's constraint: the grammar (after the think block) and the budget."""
+        info, markers = self._ctx.engine.info, self._markers
+        if markers is None or reasoning_start == "content" or (grammar is None and budget is None):
+            return lambda: None if grammar is None else GrammarConstraint(grammar, info.vocab_size)
 
         def make() -> TokenConstraint:
-            inner = GrammarConstraint(grammar, vocab)
-            if reasoning_start == "content" or start is None or end is None:
-                return inner
-            return AfterThinking(
-                inner, think_start=start, think_end=end, thinking=reasoning_start == "reasoning"
+            answer = None if grammar is None else GrammarConstraint(grammar, info.vocab_size)
+            return ThinkingConstraint(
+                markers,
+                start=reasoning_start,
+                budget=budget,
+                answer=answer,
+                stop_token_ids=info.eos_token_ids,
             )
 
         return make
@@ -192,6 +242,7 @@ class ChatService:
         try:
             async with _closing(self._deltas(plan)) as deltas:
                 async for delta in deltas:
+                    plan.track(delta)
                     parts = outputs[delta.index].push(delta.text)
                     if delta.finish_reason is not None:
                         parts.extend(outputs[delta.index].flush())
@@ -219,7 +270,7 @@ class ChatService:
             created=plan.created,
             model=self._ctx.served_model_name,
             choices=choices,
-            usage=plan.stats.usage(),
+            usage=plan.usage(),
         )
 
     async def _stream(self, plan: ChatPlan) -> AsyncIterator[bytes]:
@@ -231,11 +282,12 @@ class ChatService:
                 yield self._event(plan, self._chunk(plan, spec.index, role))
             async with _closing(self._deltas(plan)) as deltas:
                 async for delta in deltas:
+                    plan.track(delta)
                     for chunk in self._delta_chunks(plan, delta, outputs[delta.index]):
                         yield self._event(plan, chunk)
             if plan.include_usage:
                 usage_chunk = self._chunk(plan, None, None)
-                usage_chunk.usage = plan.stats.usage()
+                usage_chunk.usage = plan.usage()
                 yield event(usage_chunk.to_json())
             status = 200
             yield DONE
@@ -248,7 +300,7 @@ class ChatService:
 
     def _event(self, plan: ChatPlan, chunk: ChatCompletionChunk) -> bytes:
         if plan.continuous_usage:
-            chunk.usage = plan.stats.usage()
+            chunk.usage = plan.usage()
         return event(chunk.to_json())
 
     def _delta_chunks(
@@ -340,7 +392,7 @@ def template_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
     """Messages as chat templates expect them: text content, tool-call arguments as objects."""
     rendered = []
     for message in messages:
-        item: dict[str, Any] = {"role": message.role, "content": message.text() or ""}
+        item: dict[str, Any] = {"role": message.role, "content": template_content(message)}
         if message.role == "developer":
             item["role"] = "system"
         if message.name:
@@ -416,11 +468,13 @@ def render_prompt(
     rendered in the bounded sandbox of :mod:`~aiforge.engines.server.templates`.
 
     With ``tool_choice: "none"`` the tools are not shown to the model at all, so it answers
-    in text (OpenAI's semantics). Thinking defaults to on, as in Qwen3.
+    in text (OpenAI's semantics). Thinking defaults to on, as in Qwen3; the reasoning
+    controls (``reasoning_effort``, ``enable_thinking``, ``thinking_budget``) may turn it off
+    (:func:`~aiforge.protocol.openai.reasoning.thinking_of`).
     """
     kwargs = dict(request.chat_template_kwargs or {})
     kwargs.pop("chat_template", None)
-    kwargs.setdefault("enable_thinking", True)
+    kwargs["enable_thinking"] = thinking_of(request).template_enable_thinking
     tools: list[dict[str, Any]] | None = None
     if offer_tools and request.tools:
         tools = [tool.model_dump(exclude_none=True) for tool in request.tools]

@@ -32,7 +32,9 @@ class EmbeddingService:
         info = ctx.engine.info
         if not info.is_embedding:
             raise invalid_param(
-                f"The model `{ctx.served_model_name}` is not an embedding model.",
+                f"The model `{ctx.served_model_name}` is not an embedding model: serve one for "
+                "/v1/embeddings, e.g. `aiforge serve --model demo-embedding` (offline) or "
+                "Qwen/Qwen3-Embedding-0.6B.",
                 "model",
                 code="model_not_supported",
             )

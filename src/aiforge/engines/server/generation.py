@@ -19,6 +19,7 @@ from transformers import PreTrainedTokenizerBase
 from aiforge.engines.core import (
     EngineDeadError,
     GenerationRequest,
+    ImageInputs,
     SamplingParams,
     TokenConstraint,
     TokenEngine,
@@ -82,6 +83,7 @@ class SequenceSpec:
     params: SamplingParams
     stops: list[str]
     constraint: Callable[[], TokenConstraint | None] = lambda: None
+    images: ImageInputs | None = None
 
 
 def sequence_params(base: SamplingParams, index: int) -> SamplingParams:
@@ -103,6 +105,7 @@ async def run_sequence(
         prompt_token_ids=spec.prompt_token_ids,
         params=spec.params,
         constraint=spec.constraint(),
+        images=spec.images,
     )
     detokenizer = IncrementalDetokenizer(tokenizer)
     stop = StopMatcher(spec.stops)

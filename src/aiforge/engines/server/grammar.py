@@ -4,6 +4,8 @@ Grammars are compiled once per distinct schema (cached) against the served token
 each sequence gets its own :class:`GrammarConstraint` (a matcher) implementing the
 engine's :class:`~aiforge.engines.core.TokenConstraint`. JSON is generated without free
 whitespace (``any_whitespace=False``) so a grammar cannot trap a model in endless spaces.
+A thinking model's grammar waits for its ``<think>`` block to close
+(:class:`~aiforge.engines.server.thinking.ThinkingConstraint` wraps it).
 
 Every grammar passes through :func:`strict_json_strings` before it is compiled: output
 that claims a schema must parse with strict parsers (``json.loads``, pydantic, JavaScript's
@@ -48,47 +50,6 @@ class GrammarConstraint:
 
     def is_finished(self) -> bool:
         return bool(self._matcher.is_terminated())
-
-
-class AfterThinking:
-    """Applies a grammar only to the answer, after Qwen3's ``<think>…</think>`` block.
-
-    Phases: *start* (the model may open a think block, or start the answer: the grammar's
-    tokens and ``<think>`` are allowed), *thinking* (everything passes until
-    ``</think>``), then *answer* (the inner grammar). A prompt that already ends inside
-    ``<think>`` starts in *thinking*.
-    """
-
-    def __init__(
-        self, inner: GrammarConstraint, *, think_start: int, think_end: int, thinking: bool
-    ) -> None:
-        self._inner = inner
-        self._think_start = think_start
-        self._think_end = think_end
-        self._phase = "thinking" if thinking else "start"
-
-    def mask_logits(self, logits: torch.Tensor) -> None:
-        if self._phase == "thinking":
-            return
-        if self._phase == "start":
-            keep = logits[self._think_start].clone()
-            self._inner.mask_logits(logits)
-            logits[self._think_start] = keep
-            return
-        self._inner.mask_logits(logits)
-
-    def accept(self, token_id: int) -> None:
-        if self._phase == "start" and token_id == self._think_start:
-            self._phase = "thinking"
-        elif self._phase == "thinking":
-            if token_id == self._think_end:
-                self._phase = "answer"
-        else:
-            self._phase = "answer"
-            self._inner.accept(token_id)
-
-    def is_finished(self) -> bool:
-        return self._phase == "answer" and self._inner.is_finished()
 
 
 def tool_call_structural_tag(

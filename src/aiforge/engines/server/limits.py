@@ -32,6 +32,9 @@ class RequestLimits:
     max_sequences: int = 128
     max_json_schema_bytes: int = 128 * 1024
     max_json_schema_enum_values: int = 1000
+    image_max_bytes: int = 10 * 1024 * 1024
+    image_max_pixels: int = 32 * 1024 * 1024
+    image_max_per_request: int = 16
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RequestLimits:
@@ -43,6 +46,9 @@ class RequestLimits:
             max_sequences=settings.max_sequences_per_request,
             max_json_schema_bytes=settings.max_json_schema_bytes,
             max_json_schema_enum_values=settings.max_json_schema_enum_values,
+            image_max_bytes=settings.image_max_bytes,
+            image_max_pixels=settings.image_max_pixels,
+            image_max_per_request=settings.image_max_per_request,
         )
 
     def check_prompt_chars(self, texts: Iterable[str], param: str) -> None:

@@ -39,6 +39,7 @@ class ReplicaArgs:
     max_num_seqs: int = 16
     threads: int | None = None
     embedding: bool = False
+    reranker: bool = False
     max_body_bytes: int = 8 * 1024 * 1024
 
 
@@ -56,6 +57,9 @@ def parse_args(argv: Sequence[str] | None) -> ReplicaArgs:
     parser.add_argument("--max-num-seqs", type=int, default=16)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--embedding", action="store_true", help="serve /v1/embeddings")
+    parser.add_argument(
+        "--reranker", action="store_true", help="a yes/no reranker: serve /v1/rerank, /v1/score"
+    )
     parser.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024)
     ns = parser.parse_args(argv)
     return ReplicaArgs(
@@ -68,6 +72,7 @@ def parse_args(argv: Sequence[str] | None) -> ReplicaArgs:
         max_num_seqs=ns.max_num_seqs,
         threads=ns.threads,
         embedding=ns.embedding,
+        reranker=ns.reranker,
         max_body_bytes=ns.max_body_bytes,
     )
 

@@ -28,6 +28,7 @@ async def build_engine(args: ReplicaArgs) -> tuple[TokenEngine, Any]:
         max_num_seqs=args.max_num_seqs,
         threads=args.threads,
         embedding=True if args.embedding else None,
+        reranker=True if args.reranker else None,
     )
     return engine, engine.tokenizer
 

@@ -1,8 +1,9 @@
 """``TransformersTokenEngine``: the :class:`~aiforge.engines.core.TokenEngine` on plain
-PyTorch/transformers, with continuous batching (chat models) or pooled embeddings.
+PyTorch/transformers, with continuous batching (chat models), pooled embeddings or
+reranker scores.
 
 The async side lives here; the model runs in :class:`EngineLoop`'s thread (generation) or
-in a worker thread under a lock (embeddings), so the event loop never blocks on torch.
+in a worker thread under a lock (embeddings, scores), so the event loop never blocks on torch.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from pathlib import Path
 
 import torch
 
-from aiforge.engines.core import EngineModelInfo, GenerationRequest, TokenEvent
+from aiforge.engines.core import EngineModelInfo, GenerationRequest, ImagePreprocessor, TokenEvent
 from aiforge.engines.transformers.loading import LoadedModel, load_model
 from aiforge.engines.transformers.loop import EngineLoop
 from aiforge.engines.transformers.runner import ModelRunner
 from aiforge.engines.transformers.scheduler import Scheduler, StopCriteria
+from aiforge.engines.transformers.scoring import relevance_batch
 from aiforge.engines.transformers.upcast import Float32Linears, upcast_helps
+from aiforge.engines.transformers.vision import VisionPrefill
 
 __all__ = ["TransformersTokenEngine"]
 
@@ -36,12 +39,13 @@ class TransformersTokenEngine:
         self._loaded = loaded
         self._loop: EngineLoop | None = None
         self._embed_lock = threading.Lock()
-        if not loaded.info.is_embedding:
+        if loaded.info.generates:
             runner = ModelRunner(
                 loaded.model,
                 max_num_seqs=max_num_seqs,
                 max_model_len=loaded.info.max_model_len,
                 max_prefill_tokens=max_prefill_tokens,
+                vision=VisionPrefill(loaded.model) if loaded.images is not None else None,
             )
             scheduler = Scheduler(max_num_seqs=max_num_seqs, max_prefill_tokens=max_prefill_tokens)
             self._loop = EngineLoop(scheduler, runner)
@@ -58,6 +62,7 @@ class TransformersTokenEngine:
         threads: int | None = None,
         embedding: bool | None = None,
         max_prefill_tokens: int = 512,
+        reranker: bool | None = None,
     ) -> TransformersTokenEngine:
         """Load ``model_dir`` (blocking; seconds for small models)."""
         loaded = load_model(
@@ -66,6 +71,7 @@ class TransformersTokenEngine:
             max_model_len=max_model_len,
             embedding=embedding,
             threads=threads,
+            reranker=reranker,
         )
         return cls(loaded, max_num_seqs=max_num_seqs, max_prefill_tokens=max_prefill_tokens)
 
@@ -76,6 +82,11 @@ class TransformersTokenEngine:
     @property
     def tokenizer(self) -> object:
         return self._loaded.tokenizer
+
+    @property
+    def vision(self) -> ImagePreprocessor | None:
+        """The image preprocessor of a vision-language model; None for text-only models."""
+        return self._loaded.images
 
     async def start(self) -> None:
         if self._loop is not None and not self._started:
@@ -174,3 +185,26 @@ class TransformersTokenEngine:
         pooled = torch.nn.functional.normalize(pooled, p=2, dim=-1)
         vectors: list[list[float]] = pooled.tolist()
         return vectors
+
+    # -- reranking ---------------------------------------------------------------------------
+    async def score(self, prompts: Sequence[Sequence[int]]) -> list[float]:
+        """Each templated pair's relevance (yes vs no), in input order, batched like
+        embeddings: in a worker thread, one batch at a time under the engine's lock."""
+        token_ids = self._loaded.info.classifier_token_ids
+        if token_ids is None:
+            raise RuntimeError("this model is not a reranker")
+        limit = self._loaded.info.max_model_len
+        for ids in prompts:
+            if not ids or len(ids) > limit:
+                raise ValueError(f"each prompt must have 1 to {limit} tokens, got {len(ids)}")
+        batch = [list(ids) for ids in prompts]
+        return await asyncio.to_thread(self._score_sync, batch, token_ids)
+
+    def _score_sync(self, prompts: list[list[int]], token_ids: tuple[int, int]) -> list[float]:
+        out: list[float] = []
+        matmuls = Float32Linears() if upcast_helps(self._loaded.dtype) else contextlib.nullcontext()
+        with self._embed_lock, torch.inference_mode(), matmuls:
+            for start in range(0, len(prompts), _EMBED_BATCH):
+                chunk = prompts[start : start + _EMBED_BATCH]
+                out.extend(relevance_batch(self._loaded.model, chunk, token_ids))
+        return out

@@ -44,6 +44,8 @@ class TransformersEngine(Engine):
             argv += ["--threads", str(spec.threads)]
         if spec.is_embedding:
             argv.append("--embedding")
+        if spec.is_reranker:
+            argv.append("--reranker")
         argv += spec.extra_args
         # Start-up is seconds: loading weights, no compile step.
         return LaunchPlan(argv=tuple(argv), startup_timeout_s=120.0)

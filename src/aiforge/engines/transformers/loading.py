@@ -2,7 +2,8 @@
 
 Chat models load with ``AutoModelForCausalLM``; embedding models (the Qwen3-Embedding
 layout: a sentence-transformers ``modules.json`` whose pooling is last-token, or a bare
-``Qwen3Model`` architecture) with ``AutoModel``.
+``Qwen3Model`` architecture) with ``AutoModel``. A Qwen3-Reranker is a causal LM too, told
+apart by :func:`aiforge.models.reranker.is_reranker_model`; it is scored, never sampled.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from typing import Any
 
 import torch
 
-from aiforge.engines.core import EngineModelInfo
+from aiforge.engines.core import EngineModelInfo, ImagePreprocessor
+from aiforge.engines.transformers.scoring import classifier_token_ids
+from aiforge.engines.transformers.vision import QwenVLImages, is_vision_config
+from aiforge.models.reranker import is_reranker_model
 
 __all__ = [
     "LoadedModel",
@@ -45,6 +49,8 @@ class LoadedModel:
     """The model's ``PreTrainedTokenizerBase``."""
     info: EngineModelInfo
     dtype: torch.dtype
+    images: ImagePreprocessor | None = None
+    """A vision-language model's image preprocessor; None for text-only models."""
 
 
 def _read_json(path: Path) -> Any:
@@ -108,9 +114,17 @@ def load_model(
     max_model_len: int | None = None,
     embedding: bool | None = None,
     threads: int | None = None,
+    reranker: bool | None = None,
 ) -> LoadedModel:
-    """Load ``model_dir`` on the CPU. ``embedding=None`` detects the kind from the directory."""
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+    """Load ``model_dir`` on the CPU. ``embedding=None`` detects the kind from the directory;
+    a Qwen-VL-shaped model loads with its image preprocessor."""
+    from transformers import (
+        AutoConfig,
+        AutoModel,
+        AutoModelForCausalLM,
+        AutoModelForImageTextToText,
+        AutoTokenizer,
+    )
 
     configure_threads(threads)
     if not (model_dir / "config.json").is_file():
@@ -118,14 +132,27 @@ def load_model(
             f"{model_dir} is not a Hugging Face model directory (no config.json)"
         )
     is_embedding = is_embedding_model(model_dir) if embedding is None else embedding
+    # A reranker is detected like an embedding model (``reranker=None``) and scored only.
+    is_reranker = not is_embedding and (
+        is_reranker_model(model_dir) if reranker is None else reranker
+    )
     config = AutoConfig.from_pretrained(model_dir)
     checkpoint_dtype = getattr(config, "dtype", None)
     checkpoint_name = str(checkpoint_dtype).removeprefix("torch.") if checkpoint_dtype else None
     torch_dtype = resolve_dtype(dtype, checkpoint_name)
-    factory = AutoModel if is_embedding else AutoModelForCausalLM
+    vision = not is_embedding and is_vision_config(config)
+    factory = (
+        AutoModel
+        if is_embedding
+        else AutoModelForImageTextToText
+        if vision
+        else AutoModelForCausalLM
+    )
     model = factory.from_pretrained(model_dir, dtype=torch_dtype, attn_implementation="sdpa")
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    images = QwenVLImages.from_pretrained(model_dir, config.image_token_id) if vision else None
+    config = config.get_text_config()  # a VL model's sizes are its text decoder's
     limit = int(getattr(config, "max_position_embeddings", 0) or 0) or 32768
     if max_model_len is not None:
         if max_model_len > limit:
@@ -137,5 +164,6 @@ def load_model(
         eos_token_ids=_eos_ids(model, tokenizer),
         is_embedding=is_embedding,
         embedding_dim=int(config.hidden_size) if is_embedding else None,
+        classifier_token_ids=classifier_token_ids(tokenizer) if is_reranker else None,
     )
-    return LoadedModel(model, tokenizer, info, torch_dtype)
+    return LoadedModel(model, tokenizer, info, torch_dtype, images)

@@ -37,6 +37,7 @@ from aiforge.engines.sampling import (
 from aiforge.engines.transformers.kv_cache import SlotKVCache
 from aiforge.engines.transformers.scheduler import DecodeItem, PrefillChunk, SchedulerOutput
 from aiforge.engines.transformers.upcast import Float32Linears, upcast_helps
+from aiforge.engines.transformers.vision import VisionPrefill
 
 __all__ = ["ModelRunner", "RunnerOutput", "prefill_groups"]
 
@@ -77,7 +78,8 @@ class RunnerOutput:
 
 
 def _kv_shape(config: Any) -> tuple[int, int, int]:
-    """(layers, kv heads, head dim) of a decoder config."""
+    """(layers, kv heads, head dim) of a decoder config (a VL model's text config)."""
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
     heads = int(config.num_attention_heads)
     kv_heads = int(getattr(config, "num_key_value_heads", None) or heads)
     head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // heads)
@@ -131,12 +133,17 @@ class ModelRunner:
         max_model_len: int,
         max_prefill_tokens: int = 512,
         upcast_prefill: bool = True,
+        vision: VisionPrefill | None = None,
     ) -> None:
         """``upcast_prefill``: prefill 16-bit weights with float32 matmuls where that is
-        faster (:func:`upcast_helps`); ``False`` never does."""
+        faster (:func:`upcast_helps`); ``False`` never does. ``vision``: a vision-language
+        model's image inputs (its text decoder then runs under the LM head)."""
         self.model = model
         self.max_prefill_tokens = max_prefill_tokens
+        self._vision = vision
         self._split = _split_head(model)
+        if vision is not None:
+            self._split = (vision.decoder, model.get_output_embeddings())
         layers, kv_heads, head_dim = _kv_shape(model.config)
         dtype = next(model.parameters()).dtype
         self._upcast_prefill = upcast_prefill and upcast_helps(dtype)
@@ -153,6 +160,8 @@ class ModelRunner:
     def add_request(self, request: GenerationRequest) -> None:
         """Register a request's sampling state before the scheduler first schedules it."""
         generator = make_generator(request.params.seed)
+        if self._vision is not None:
+            self._vision.add(request)
         self._sequences[request.request_id] = _SequenceSampling(
             request.params, generator, request.constraint
         )
@@ -160,6 +169,8 @@ class ModelRunner:
     def drop(self, request_ids: tuple[str, ...] | list[str]) -> None:
         for request_id in request_ids:
             self._sequences.pop(request_id, None)
+            if self._vision is not None:
+                self._vision.drop(request_id)
 
     @torch.inference_mode()
     def execute(self, step: SchedulerOutput) -> RunnerOutput:
@@ -191,15 +202,22 @@ class ModelRunner:
         last: torch.Tensor,
         *,
         prefill: bool,
+        vision_inputs: dict[str, Any] | None = None,
     ) -> torch.Tensor:
-        """Logits ``[len(last), vocab]``: row ``last[i, 0]``, column ``last[i, 1]`` of the batch."""
-        kwargs = {
+        """Logits ``[len(last), vocab]``: row ``last[i, 0]``, column ``last[i, 1]`` of the batch.
+
+        ``vision_inputs`` (a VL model's text decoder) replace ``input_ids`` and the positions,
+        and the mask is passed as the tensor it is."""
+        kwargs: dict[str, Any] = {
             "input_ids": input_ids,
             "position_ids": positions,
             "attention_mask": {"full_attention": mask},
             "cache": self.cache,
             "use_cache": True,
         }
+        if vision_inputs is not None:
+            del kwargs["input_ids"]
+            kwargs.update(vision_inputs, attention_mask=mask)
         upcast = self._upcast_prefill and prefill
         matmuls = Float32Linears() if upcast else contextlib.nullcontext()
         if self._split is None:
@@ -237,7 +255,15 @@ class ModelRunner:
         last = torch.tensor(
             [[i, lengths[i] - 1] for i, c in enumerate(chunks) if c.is_last], dtype=torch.long
         ).reshape(-1, 2)
-        return self._forward(input_ids, positions, mask, last, prefill=True)
+        vision_inputs = None
+        if self._vision is not None:
+            if mask is None:  # the text decoder takes the mask as given: make it explicit
+                mask = (positions[:, None, :, None] >= positions[:, None, None, :]).clone()
+            ids = [c.request_id for c in chunks]
+            vision_inputs = self._vision.prefill_inputs(ids, starts, lengths, input_ids, positions)
+        return self._forward(
+            input_ids, positions, mask, last, prefill=True, vision_inputs=vision_inputs
+        )
 
     def _decode(self, items: tuple[DecodeItem, ...]) -> torch.Tensor:
         positions = torch.tensor([item.position for item in items], dtype=torch.long)
@@ -247,7 +273,16 @@ class ModelRunner:
         mask = (torch.arange(read_len)[None, :] <= positions[:, None])[:, None, None, :]
         input_ids = torch.tensor([[item.token_id] for item in items], dtype=torch.long)
         last = torch.stack([torch.arange(len(items)), torch.zeros(len(items), dtype=torch.long)], 1)
-        return self._forward(input_ids, positions[:, None], mask, last, prefill=False)
+        vision_inputs = None
+        if self._vision is not None:
+            ids = [item.request_id for item in items]
+            vision_inputs = {
+                "input_ids": input_ids,
+                "position_ids": self._vision.decode_positions(ids, positions),
+            }
+        return self._forward(
+            input_ids, positions[:, None], mask, last, prefill=False, vision_inputs=vision_inputs
+        )
 
     # -- sampling ----------------------------------------------------------------------
     def _sample(self, request_ids: list[str], logits: torch.Tensor) -> RunnerOutput:

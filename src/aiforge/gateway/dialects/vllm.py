@@ -9,6 +9,15 @@ and often no ``param``. Clients that validate responses (or switch on ``error.co
 those, so the gateway rewrites vLLM's non-streamed bodies here — pure functions on bytes,
 applied only to replicas whose engine is vLLM. Streamed chunks only need the reasoning rename
 (:func:`aiforge.gateway.metering.with_reasoning_content`), done by the stream meter.
+
+Requests need one translation (:func:`conform_vllm_request`): the reasoning controls. vLLM
+0.32 enforces a thinking budget itself (``thinking_token_budget``, with the ``qwen3``
+reasoning parser the replica is started with) and reads ``enable_thinking`` only from
+``chat_template_kwargs``; aiforge's own names (``enable_thinking`` top-level,
+``thinking_budget``, the budgets of ``reasoning_effort``) are mapped onto those with the one
+rule of :mod:`aiforge.protocol.openai.reasoning`. vLLM reports
+``usage.completion_tokens_details.reasoning_tokens`` itself (its reasoning parser counts the
+tokens between the markers, as aiforge's engines do), so answers need nothing for it.
 """
 
 from __future__ import annotations
@@ -19,8 +28,12 @@ from typing import Any
 import orjson
 
 from aiforge.gateway.metering import with_reasoning_content
+from aiforge.protocol.openai.errors import OpenAIError
+from aiforge.protocol.openai.reasoning import thinking_from_body
 
-__all__ = ["conform_vllm_answer"]
+__all__ = ["conform_vllm_answer", "conform_vllm_request"]
+
+_REASONING_FIELDS = (b'"reasoning_effort"', b'"enable_thinking"', b'"thinking_budget"')
 
 _NULL_MESSAGE_MEMBERS = ("annotations", "function_call", "audio")
 _NULL_USAGE_MEMBERS = ("prompt_tokens_details", "completion_tokens_details")
@@ -102,3 +115,33 @@ def _param_named_in(message: str) -> str | None:
     if _SCHEMA_WORDS.search(message):
         return "response_format"
     return None
+
+
+def conform_vllm_request(path: str, body: bytes) -> bytes:
+    """``body`` (a chat request for ``path``) with the reasoning controls in vLLM's names.
+
+    ``enable_thinking`` (from either place, or implied by ``reasoning_effort`` /
+    ``thinking_budget``) goes to ``chat_template_kwargs``, where vLLM's template and
+    reasoning parser read it; the budget becomes ``thinking_token_budget`` (0 when thinking
+    is off, so a template that opens ``<think>`` regardless gets it closed at once). Bodies
+    without reasoning controls, other endpoints and bodies the gateway did not validate
+    pass through unchanged.
+    """
+    if not path.endswith("/chat/completions") or not any(f in body for f in _REASONING_FIELDS):
+        return body
+    try:
+        data = orjson.loads(body)
+        plan = thinking_from_body(data) if isinstance(data, dict) else None
+    except (orjson.JSONDecodeError, OpenAIError):
+        return body
+    if plan is None or (plan.enabled is None and plan.budget is None):
+        return body
+    data.pop("enable_thinking", None)
+    data.pop("thinking_budget", None)
+    if plan.enabled is not None:
+        kwargs = data.get("chat_template_kwargs")
+        kwargs = dict(kwargs) if isinstance(kwargs, dict) else {}
+        data["chat_template_kwargs"] = {**kwargs, "enable_thinking": plan.enabled}
+    if plan.engine_budget is not None:
+        data["thinking_token_budget"] = plan.engine_budget
+    return orjson.dumps(data)

@@ -15,6 +15,9 @@ TABLE_MODULES: tuple[str, ...] = (
     "aiforge.platform.db.tenancy",
     "aiforge.platform.metering.table",
     "aiforge.platform.deployments.table",
+    "aiforge.platform.responses.table",
+    "aiforge.platform.files.table",
+    "aiforge.platform.batches.table",
 )
 
 

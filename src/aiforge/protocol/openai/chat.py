@@ -17,6 +17,7 @@ from aiforge.protocol.openai.common import (
     StreamOptions,
     Usage,
 )
+from aiforge.protocol.openai.reasoning import MAX_THINKING_BUDGET, ReasoningEffort
 
 # -- request -------------------------------------------------------------------
 
@@ -24,6 +25,21 @@ from aiforge.protocol.openai.common import (
 class TextContentPart(RequestModel):
     type: Literal["text"]
     text: str
+
+
+class ImageUrl(RequestModel):
+    url: str
+    """A ``data:image/...;base64,`` URL, or an http(s) URL the gateway fetches."""
+    detail: Literal["auto", "low", "high"] | None = None
+    """Accepted as OpenAI takes it; the model's preprocessor decides the resolution."""
+
+
+class ImageContentPart(RequestModel):
+    type: Literal["image_url"]
+    image_url: ImageUrl
+
+
+ContentPart = Annotated[TextContentPart | ImageContentPart, Field(discriminator="type")]
 
 
 class FunctionCall(RequestModel):
@@ -39,16 +55,16 @@ class ToolCall(RequestModel):
 
 class ChatMessage(RequestModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextContentPart] | None = None
+    content: str | list[ContentPart] | None = None
     name: str | None = None
     tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
     reasoning_content: str | None = None
 
     def text(self) -> str | None:
-        """The content as one string (text parts joined by newlines)."""
+        """The content as one string (text parts joined by newlines; images left out)."""
         if isinstance(self.content, list):
-            return "\n".join(part.text for part in self.content)
+            return "\n".join(p.text for p in self.content if isinstance(p, TextContentPart))
         return self.content
 
 
@@ -132,6 +148,12 @@ class ChatCompletionRequest(RequestModel):
     chat_template_kwargs: dict[str, Any] | None = None
     ignore_eos: Bool = False
     logit_bias: dict[str, Float] | None = None
+    # Reasoning controls (:mod:`aiforge.protocol.openai.reasoning` has the rules).
+    reasoning_effort: ReasoningEffort | None = None
+    enable_thinking: Bool | None = None
+    """Qwen's switch (Alibaba's top-level name); also taken in ``chat_template_kwargs``."""
+    thinking_budget: Int | None = Field(default=None, ge=0, le=MAX_THINKING_BUDGET)
+    """Reasoning tokens before the engine closes the think block itself."""
 
 
 # -- response ------------------------------------------------------------------

@@ -84,11 +84,18 @@ class PromptTokensDetails(ResponseModel):
     cached_tokens: int
 
 
+class CompletionTokensDetails(ResponseModel):
+    reasoning_tokens: int
+    """Generated tokens inside the think block (its ``<think>``/``</think>`` markers not
+    counted); part of ``completion_tokens``."""
+
+
 class Usage(ResponseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
     prompt_tokens_details: PromptTokensDetails | None = None
+    completion_tokens_details: CompletionTokensDetails | None = None
 
 
 def make_usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int | None) -> Usage:

@@ -13,6 +13,10 @@ class ModelCard(ResponseModel):
     created: int
     owned_by: str
     max_model_len: int | None = None
+    task: Literal["chat", "embedding", "rerank"] | None = None
+    """What the model serves (aiforge's replicas say; the catalog's task names): ``chat``
+    (chat and completions), ``embedding`` (embeddings, score, rerank), ``rerank`` (rerank,
+    score)."""
 
 
 class ModelList(ResponseModel):

@@ -1,0 +1,218 @@
+"""One schemathesis run over a live aiforge server, summarized as a :class:`FuzzReport`.
+
+The run is schemathesis' own engine (what ``schemathesis run`` drives: the examples,
+coverage and fuzzing phases, positive and negative cases) over the server's live
+``/openapi.json``, adapted by :func:`fuzz_support.described_for_fuzzing`. It is deterministic
+(fixed seed, derandomized Hypothesis, no example database) and bounded (:data:`MAX_EXAMPLES`
+per operation and phase, :data:`MAX_TIME_S` in all). The checks are ``not_a_server_error``
+and the two of :mod:`fuzz_support`; every other built-in check is off (the responses are
+not described in the schema).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import schemathesis
+from fuzz_support import (
+    ADMIN_PREFIX,
+    COST_CAPS,
+    DEPLOYMENT_CAPS,
+    V1_PREFIX,
+    bounded_costs,
+    described_for_fuzzing,
+    error_envelope_problem,
+    stream_problem,
+)
+from hypothesis import strategies as st
+from schemathesis import BaseSchema, Case, CheckContext, HookContext, Response
+from schemathesis.engine import Status, StopReason, events, from_schema
+
+SEED = int(os.environ.get("AIFORGE_FUZZ_SEED", "20240607"))
+MAX_EXAMPLES = int(os.environ.get("AIFORGE_FUZZ_MAX_EXAMPLES", "12"))
+"""Hypothesis examples per operation in the fuzzing phase (the coverage phase adds its own
+deterministic edge cases); sized so the run stays near three minutes on two shared cores.
+``AIFORGE_FUZZ_SEED`` and ``AIFORGE_FUZZ_MAX_EXAMPLES`` change them for a longer or
+different run by hand."""
+MAX_TIME_S = int(os.environ.get("AIFORGE_FUZZ_MAX_TIME_S", "480"))
+"""A guard, not the bound: a run that reaches it fails (operations were left untested)."""
+REQUEST_TIMEOUT_S = 60.0
+
+
+@schemathesis.check
+def error_envelope(ctx: CheckContext, response: Response, case: Case) -> bool | None:
+    """Every 4xx is OpenAI's JSON error envelope ``{"error": {"message", "type", ...}}``."""
+    problem = error_envelope_problem(
+        response.status_code, _content_type(response), response.content
+    )
+    assert problem is None, problem
+    return None
+
+
+@schemathesis.check
+def complete_stream(ctx: CheckContext, response: Response, case: Case) -> bool | None:
+    """A 200 event stream ends with ``data: [DONE]`` and carries no error event."""
+    problem = stream_problem(response.status_code, _content_type(response), response.content)
+    assert problem is None, problem
+    return None
+
+
+def _content_type(response: Response) -> str:
+    values = response.headers.get("content-type") or [""]
+    return values[0]
+
+
+@dataclass(frozen=True)
+class FuzzFailure:
+    operation: str
+    check: str
+    message: str
+    reproduce: str
+    """A ``curl`` command that sends the failing request again."""
+
+
+@dataclass
+class FuzzReport:
+    operations: set[str] = field(default_factory=set)
+    cases: int = 0
+    failures: list[FuzzFailure] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    """Errors of the run itself (a request that got no answer, a schema it could not read)."""
+    stop_reason: str = ""
+    seconds: float = 0.0
+    seconds_by_operation: dict[str, float] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        lines = [
+            f"{len(self.operations)} operations, {self.cases} cases, {self.seconds:.0f}s, "
+            f"stopped: {self.stop_reason}"
+        ]
+        for failure in self.failures:
+            lines += [
+                f"- {failure.operation} [{failure.check}]: {failure.message}",
+                f"  reproduce: {failure.reproduce}",
+            ]
+        lines += [f"- error: {error}" for error in self.errors]
+        slowest = sorted(self.seconds_by_operation.items(), key=lambda item: -item[1])[:8]
+        lines.append("slowest: " + ", ".join(f"{label} {s:.0f}s" for label, s in slowest))
+        return "\n".join(lines)
+
+
+def config(
+    base_url: str, headers_by_prefix: Mapping[str, Mapping[str, str]]
+) -> schemathesis.Config:
+    """The run's configuration: deterministic, bounded, the three checks, and the
+    credentials of each path prefix (``/admin/`` and ``/v1/``)."""
+    return schemathesis.Config.from_dict(
+        {
+            "base-url": base_url,
+            "seed": SEED,
+            "max-time": MAX_TIME_S,
+            "suppress-health-check": ["all"],
+            "request-timeout": REQUEST_TIMEOUT_S,
+            "workers": 1,
+            "generation": {
+                "mode": "all",
+                "max-examples": MAX_EXAMPLES,
+                "deterministic": True,
+                "database": "none",
+            },
+            "phases": {
+                "examples": {"enabled": True},
+                "coverage": {"enabled": True},
+                "fuzzing": {"enabled": True},
+                "stateful": {"enabled": False},
+            },
+            "checks": {
+                "enabled": False,
+                "not_a_server_error": {"enabled": True},
+                "error_envelope": {"enabled": True},
+                "complete_stream": {"enabled": True},
+            },
+            "operations": [
+                {"include-path-regex": f"^{prefix}", "headers": dict(headers)}
+                for prefix, headers in headers_by_prefix.items()
+            ],
+        }
+    )
+
+
+def load_schema(
+    server_url: str,
+    *,
+    served_model: str,
+    headers_by_prefix: Mapping[str, Mapping[str, str]],
+    real_path_parameters: Mapping[str, str],
+) -> BaseSchema:
+    """The live schema, adapted, with hooks that bound each case's cost and send half the
+    path parameters as ``real_path_parameters`` (ids of resources that exist)."""
+    raw = httpx.get(f"{server_url}/openapi.json", timeout=30).json()
+    schema = schemathesis.openapi.from_dict(
+        described_for_fuzzing(raw, served_model=served_model),
+        config=config(server_url, headers_by_prefix),
+    )
+    real = dict(real_path_parameters)
+
+    @schema.hook
+    def map_body(context: HookContext, body: Any) -> Any:
+        path = context.operation.path if context.operation else ""
+        if path.startswith(V1_PREFIX):
+            return bounded_costs(body, COST_CAPS)
+        if path.startswith(f"{ADMIN_PREFIX}v1/deployments"):
+            return bounded_costs(body, DEPLOYMENT_CAPS)
+        return body
+
+    @schema.hook
+    def flatmap_path_parameters(
+        context: HookContext, path_parameters: dict[str, Any]
+    ) -> st.SearchStrategy[dict[str, Any]]:
+        if not path_parameters:
+            return st.just(path_parameters)
+        existing = {name: real.get(name, value) for name, value in path_parameters.items()}
+        return st.sampled_from([path_parameters, existing])
+
+    return schema
+
+
+def run(schema: BaseSchema) -> FuzzReport:
+    """Run every phase over every operation of ``schema``; collect what failed."""
+    report = FuzzReport()
+    for event in from_schema(schema).execute():
+        if isinstance(event, events.ScenarioFinished):
+            _record_scenario(report, event)
+        elif isinstance(event, events.NonFatalError):
+            report.errors.append(f"{event.label}: {event.info.format()}")
+        elif isinstance(event, events.FatalError):
+            report.errors.append(f"fatal: {event.exception!r}")
+        elif isinstance(event, events.EngineFinished):
+            report.stop_reason = str(event.stop_reason)
+            report.seconds = event.running_time
+            if event.stop_reason is not StopReason.COMPLETED:
+                report.errors.append(f"the run stopped early: {event.stop_reason}")
+    return report
+
+
+def _record_scenario(report: FuzzReport, event: events.ScenarioFinished) -> None:
+    if event.status is Status.SKIP:
+        return
+    recorder = event.recorder
+    report.operations.add(recorder.label)
+    spent = report.seconds_by_operation.get(recorder.label, 0.0) + event.elapsed_time
+    report.seconds_by_operation[recorder.label] = spent
+    report.cases += len(recorder.cases)
+    for checks in recorder.checks.values():
+        for check in checks:
+            info = check.failure_info
+            if check.status is Status.FAILURE and info is not None:
+                failure = FuzzFailure(
+                    operation=recorder.label,
+                    check=check.name,
+                    message=f"{info.failure.title}: {info.failure.message}"[:600],
+                    reproduce=info.code_sample,
+                )
+                if failure not in report.failures:
+                    report.failures.append(failure)

@@ -1,0 +1,129 @@
+"""What the fuzzer sends and what it demands of every answer, apart from any server.
+
+The gateway's ``/openapi.json`` describes the ``/v1`` bodies (``openapi_body``) and the admin
+API's; :func:`described_for_fuzzing` adapts a copy of it so generated requests get far:
+the body's ``model`` may only be the served model (schema-valid requests reach the replica;
+the negative cases still send other values), and :func:`bounded_costs` keeps a generated
+request from asking for more generation than a fuzz run can afford. The judgements
+(:func:`error_envelope_problem`, :func:`stream_problem`) are pure: status, headers, bytes in,
+a reason out (``None`` when the answer is fine).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping
+from typing import Any
+
+V1_PREFIX = "/v1/"
+ADMIN_PREFIX = "/admin/"
+
+COST_CAPS: Mapping[str, int] = {
+    "max_tokens": 8,
+    "max_completion_tokens": 8,
+    "max_output_tokens": 8,
+    "n": 2,
+    "best_of": 2,
+    "top_logprobs": 3,
+    "logprobs": 3,
+}
+"""Fields that multiply generation: a value above its cap but a plausible size (below
+:data:`CAP_CEILING`) is lowered to the cap. Values past the ceiling are left alone: they
+test validation (64-bit overflow, negative, absurd), and the server must refuse them fast."""
+CAP_CEILING = 2**31
+
+DEPLOYMENT_CAPS: Mapping[str, int] = {"replicas": 0}
+"""Admin deployment bodies: a positive replica count would start real model processes on a
+shared machine, so a plausible one becomes 0 (the spec is stored, nothing is launched);
+negative and huge counts stay and must be refused."""
+
+
+def described_for_fuzzing(spec: Mapping[str, Any], *, served_model: str) -> dict[str, Any]:
+    """A copy of ``spec`` whose ``/v1`` JSON request bodies name only ``served_model`` in
+    their ``model`` field, so schema-valid cases reach the replica.
+
+    Read at run time from the live server: a ``/v1`` route added later is adapted and fuzzed
+    without a change here.
+    """
+    described = copy.deepcopy(dict(spec))
+    schemas: dict[str, Any] = described.get("components", {}).get("schemas", {})
+    for path, item in described.get("paths", {}).items():
+        if not path.startswith(V1_PREFIX):
+            continue
+        for operation in item.values():
+            if not isinstance(operation, dict):
+                continue
+            content = operation.get("requestBody", {}).get("content", {})
+            body = content.get("application/json", {}).get("schema", {})
+            target = _resolved(body, schemas)
+            model = target.get("properties", {}).get("model") if target else None
+            if isinstance(model, dict):
+                model.clear()
+                model.update({"type": "string", "enum": [served_model]})
+    return described
+
+
+def _resolved(schema: Mapping[str, Any], schemas: Mapping[str, Any]) -> dict[str, Any] | None:
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/components/schemas/"):
+        target = schemas.get(ref.rsplit("/", 1)[-1])
+        return target if isinstance(target, dict) else None
+    return dict(schema) if schema else None
+
+
+def bounded_costs(body: Any, caps: Mapping[str, int] = COST_CAPS) -> Any:
+    """``body`` with each top-level field of ``caps`` lowered to its cap when it is an integer
+    between the cap and :data:`CAP_CEILING`; anything else unchanged."""
+    if not isinstance(body, dict):
+        return body
+    bounded = dict(body)
+    for field, cap in caps.items():
+        value = bounded.get(field)
+        if type(value) is int and cap < value < CAP_CEILING:
+            bounded[field] = cap
+    return bounded
+
+
+def error_envelope_problem(status: int, content_type: str, body: bytes) -> str | None:
+    """Why a 4xx answer is not OpenAI's error envelope
+    ``{"error": {"message": str, "type": str, ...}}`` (``None`` if it is, or if ``status``
+    is not a 4xx)."""
+    if not 400 <= status < 500:
+        return None
+    if not content_type.startswith("application/json"):
+        return f"{status} answered with content-type {content_type!r}, not application/json"
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return f"{status} answered with a body that is not JSON: {body[:200]!r}"
+    error = document.get("error") if isinstance(document, dict) else None
+    if not isinstance(error, dict):
+        return f"{status} answered without an 'error' object: {body[:200]!r}"
+    for field in ("message", "type"):
+        if not isinstance(error.get(field), str) or not error[field]:
+            return f"{status} error envelope lacks a non-empty string '{field}': {body[:200]!r}"
+    return None
+
+
+def stream_problem(status: int, content_type: str, body: bytes) -> str | None:
+    """Why a successful event stream is broken: it must end with ``data: [DONE]`` and carry
+    no error event (an error once the stream has begun is a server failure in a 200)."""
+    if status != 200 or not content_type.startswith("text/event-stream"):
+        return None
+    payloads = [
+        line.removeprefix(b"data:").strip()
+        for line in body.splitlines()
+        if line.startswith(b"data:")
+    ]
+    if not payloads or payloads[-1] != b"[DONE]":
+        last = payloads[-1][:200] if payloads else b""
+        return f"stream does not end with data: [DONE] (last event: {last!r})"
+    for payload in payloads[:-1]:
+        try:
+            event = json.loads(payload)
+        except ValueError:
+            return f"stream event is not JSON: {payload[:200]!r}"
+        if isinstance(event, dict) and "error" in event:
+            return f"stream carries an error event: {payload[:300]!r}"
+    return None

@@ -148,7 +148,7 @@ async def measure(
 # -- the gateways ---------------------------------------------------------------------
 
 
-def _platform_key(server: RemoteAiforgeServer) -> str:
+def platform_key(server: RemoteAiforgeServer) -> str:
     limits = {"requests_per_minute": 10_000_000, "tokens_per_minute": 10_000_000_000,
               "max_concurrent": 10_000, "tokens_per_day": 10_000_000_000,
               "tokens_per_month": 10_000_000_000}  # fmt: skip
@@ -168,7 +168,7 @@ def _platform_key(server: RemoteAiforgeServer) -> str:
     return secret
 
 
-def _wait_key(url: str, key: str) -> None:
+def wait_for_key(url: str, key: str) -> None:
     with httpx.Client(timeout=5.0) as http:
         for _ in range(200):
             response = http.post(
@@ -214,8 +214,8 @@ async def run(requests: int, concurrency: int, gateways: Sequence[str]) -> None:
                 servers.append(server)
                 key = None
                 if name == "platform":
-                    key = await asyncio.to_thread(_platform_key, server)
-                    await asyncio.to_thread(_wait_key, server.url, key)
+                    key = await asyncio.to_thread(platform_key, server)
+                    await asyncio.to_thread(wait_for_key, server.url, key)
                 targets[name] = (server.url, key)
             report(f"{requests} sequential requests", await measure(targets, requests, 1))
             report(

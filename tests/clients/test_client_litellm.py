@@ -4,8 +4,11 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -35,6 +38,17 @@ WEATHER_TOOL = {
     "type": "function",
     "function": {"name": "get_weather", "description": "Weather", "parameters": WEATHER_PARAMETERS},
 }
+
+
+@pytest.fixture(scope="module", autouse=True)
+def release_litellm_clients() -> Iterator[None]:
+    """LiteLLM caches its HTTP clients (and its sync calls leave an event loop) for the life of
+    the process; drop them after this module, so -W error does not see them at exit."""
+    yield
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        litellm.in_memory_llm_clients_cache.flush_cache()
+        gc.collect()
 
 
 def connection(target: ClientTarget) -> dict[str, Any]:

@@ -158,13 +158,13 @@ def load_schema(
     real = dict(real_path_parameters)
 
     @schema.hook
-    def map_body(context: HookContext, body: Any) -> Any:
-        path = context.operation.path if context.operation else ""
-        if path.startswith(V1_PREFIX):
-            return bounded_costs(body, COST_CAPS)
-        if path.startswith(f"{ADMIN_PREFIX}v1/deployments"):
-            return bounded_costs(body, DEPLOYMENT_CAPS)
-        return body
+    def map_case(context: HookContext, case: Case) -> Case:
+        # map_case, not map_body: the coverage phase applies only case hooks.
+        if case.path.startswith(V1_PREFIX):
+            case.body = bounded_costs(case.body, COST_CAPS)
+        elif case.path.startswith(f"{ADMIN_PREFIX}v1/deployments"):
+            case.body = bounded_costs(case.body, DEPLOYMENT_CAPS)
+        return case
 
     @schema.hook
     def flatmap_path_parameters(
@@ -204,14 +204,18 @@ def _record_scenario(report: FuzzReport, event: events.ScenarioFinished) -> None
     spent = report.seconds_by_operation.get(recorder.label, 0.0) + event.elapsed_time
     report.seconds_by_operation[recorder.label] = spent
     report.cases += len(recorder.cases)
-    for checks in recorder.checks.values():
+    for case_id, checks in recorder.checks.items():
         for check in checks:
             info = check.failure_info
             if check.status is Status.FAILURE and info is not None:
+                response = recorder.find_response(case_id=case_id)
+                answer = (
+                    f"{response.status_code} {response.content[:300]!r}" if response else "no answer"
+                )
                 failure = FuzzFailure(
                     operation=recorder.label,
                     check=check.name,
-                    message=f"{info.failure.title}: {info.failure.message}"[:600],
+                    message=f"{info.failure.title} {info.failure.message}; got {answer}"[:800],
                     reproduce=info.code_sample,
                 )
                 if failure not in report.failures:

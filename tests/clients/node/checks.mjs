@@ -157,7 +157,8 @@ const checks = {
     assert(result.embeddings.length === 2 && result.embeddings[0].length > 0, "two vectors");
   },
   async ai_responses_model() {
-    const options = { openai: { reasoningEffort: "none" } };
+    // forceReasoning: the SDK sends `reasoning` only for model ids it knows to be reasoning models.
+    const options = { openai: { reasoningEffort: "none", forceReasoning: true } };
     const text = await generateText({
       model: openaiProvider(target.chat), prompt: "Hello there", maxOutputTokens: MAX_TOKENS,
       providerOptions: options,

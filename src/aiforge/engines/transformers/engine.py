@@ -17,6 +17,11 @@ from pathlib import Path
 import torch
 
 from aiforge.engines.core import EngineModelInfo, GenerationRequest, ImagePreprocessor, TokenEvent
+from aiforge.engines.prefix_cache import (
+    DEFAULT_PREFIX_CACHE_SEQUENCES,
+    PrefixCache,
+    PrefixCacheStats,
+)
 from aiforge.engines.transformers.loading import LoadedModel, load_model
 from aiforge.engines.transformers.loop import EngineLoop
 from aiforge.engines.transformers.runner import ModelRunner
@@ -34,20 +39,36 @@ class TransformersTokenEngine:
     """A loaded HF model serving many requests at once. Build with :meth:`from_pretrained`."""
 
     def __init__(
-        self, loaded: LoadedModel, *, max_num_seqs: int = 8, max_prefill_tokens: int = 512
+        self,
+        loaded: LoadedModel,
+        *,
+        max_num_seqs: int = 8,
+        max_prefill_tokens: int = 512,
+        prefix_cache_sequences: int = DEFAULT_PREFIX_CACHE_SEQUENCES,
     ) -> None:
+        """``prefix_cache_sequences``: finished sequences whose KV stays resident for
+        prompts that share their prefix, each one more row of the KV cache; 0 turns
+        prefix caching off."""
         self._loaded = loaded
         self._loop: EngineLoop | None = None
         self._embed_lock = threading.Lock()
         if loaded.info.generates:
+            cache = None
+            if prefix_cache_sequences > 0:
+                cache = PrefixCache(max_entries=prefix_cache_sequences)
+            scheduler = Scheduler(
+                max_num_seqs=max_num_seqs,
+                max_prefill_tokens=max_prefill_tokens,
+                prefix_cache=cache,
+            )
             runner = ModelRunner(
                 loaded.model,
                 max_num_seqs=max_num_seqs,
                 max_model_len=loaded.info.max_model_len,
                 max_prefill_tokens=max_prefill_tokens,
                 vision=VisionPrefill(loaded.model) if loaded.images is not None else None,
+                resident_slots=scheduler.num_slots - max_num_seqs,
             )
-            scheduler = Scheduler(max_num_seqs=max_num_seqs, max_prefill_tokens=max_prefill_tokens)
             self._loop = EngineLoop(scheduler, runner)
         self._started = False
 
@@ -63,6 +84,7 @@ class TransformersTokenEngine:
         embedding: bool | None = None,
         max_prefill_tokens: int = 512,
         reranker: bool | None = None,
+        prefix_cache_sequences: int = DEFAULT_PREFIX_CACHE_SEQUENCES,
     ) -> TransformersTokenEngine:
         """Load ``model_dir`` (blocking; seconds for small models)."""
         loaded = load_model(
@@ -73,7 +95,12 @@ class TransformersTokenEngine:
             threads=threads,
             reranker=reranker,
         )
-        return cls(loaded, max_num_seqs=max_num_seqs, max_prefill_tokens=max_prefill_tokens)
+        return cls(
+            loaded,
+            max_num_seqs=max_num_seqs,
+            max_prefill_tokens=max_prefill_tokens,
+            prefix_cache_sequences=prefix_cache_sequences,
+        )
 
     @property
     def info(self) -> EngineModelInfo:
@@ -103,6 +130,10 @@ class TransformersTokenEngine:
 
     def fatal_error(self) -> str | None:
         return self._loop.fatal_error() if self._loop is not None else None
+
+    def prefix_cache_stats(self) -> PrefixCacheStats | None:
+        """The prefix cache's counters (``/metrics``); None when caching is off."""
+        return self._loop.prefix_cache_stats() if self._loop is not None else None
 
     # -- generation ------------------------------------------------------------------------
     def _stop_criteria(self, request: GenerationRequest) -> StopCriteria:

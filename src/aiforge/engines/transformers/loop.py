@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiforge.engines.core import EngineDeadError, GenerationRequest, TokenEvent
+from aiforge.engines.prefix_cache import PrefixCacheStats
 from aiforge.engines.transformers.runner import ModelRunner
 from aiforge.engines.transformers.scheduler import Scheduler, SchedulerOutput, StopCriteria
 
@@ -85,6 +86,9 @@ class EngineLoop:
         """None while the thread serves; why it died once it has."""
         return self._fatal
 
+    def prefix_cache_stats(self) -> PrefixCacheStats | None:
+        return self._scheduler.prefix_cache_stats()
+
     def _post(self, message: _Submit | _Abort) -> None:
         with self._wakeup:
             if self._fatal is not None:
@@ -139,7 +143,13 @@ class EngineLoop:
             return
         request = message.request
         try:
-            self._scheduler.add(request.request_id, request.prompt_token_ids, message.stop)
+            self._scheduler.add(
+                request.request_id,
+                request.prompt_token_ids,
+                message.stop,
+                # Image KV depends on the pixels, not on the placeholder ids: never shared.
+                cacheable=request.images is None,
+            )
         except ValueError as exc:  # a duplicate id, a prompt that does not fit
             message.sink(exc)
             return
@@ -158,6 +168,8 @@ class EngineLoop:
         except Exception as exc:  # a bad step must not kill the replica: fail its requests
             log.exception("engine step failed")
             self._fail_all(exc)
+            # The step may have stopped between copies: no resident KV is trusted now.
+            self._scheduler.clear_prefix_cache()
         self._refresh_load()
 
     def _refresh_load(self) -> None:
@@ -195,6 +207,7 @@ class EngineLoop:
                         sampled.logprob,
                         sampled.top_logprobs,
                         event.finish_reason,
+                        event.cached_tokens,
                     )
                 )
 

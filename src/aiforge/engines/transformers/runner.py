@@ -1,6 +1,7 @@
 """The model runner: executes one :class:`SchedulerOutput` on an HF causal LM.
 
-A step is: apply slot moves to the KV cache, one batched forward pass over every prefill
+A step is: apply slot moves to the KV cache (compaction, and prefix-cache copies: the
+scheduler lists them in the order they must run), one batched forward pass over every prefill
 chunk of the step (right-padded, each row at its own positions with its own causal mask
 over its own cache row), then one batched forward pass that decodes one token for every
 running sequence. The HF model does the maths; :class:`SlotKVCache` decides where its keys
@@ -134,10 +135,13 @@ class ModelRunner:
         max_prefill_tokens: int = 512,
         upcast_prefill: bool = True,
         vision: VisionPrefill | None = None,
+        resident_slots: int = 0,
     ) -> None:
         """``upcast_prefill``: prefill 16-bit weights with float32 matmuls where that is
         faster (:func:`upcast_helps`); ``False`` never does. ``vision``: a vision-language
-        model's image inputs (its text decoder then runs under the LM head)."""
+        model's image inputs (its text decoder then runs under the LM head).
+        ``resident_slots``: cache rows beyond ``max_num_seqs`` for the prefix cache's
+        resident entries (the scheduler's ``num_slots - max_num_seqs``)."""
         self.model = model
         self.max_prefill_tokens = max_prefill_tokens
         self._vision = vision
@@ -149,7 +153,7 @@ class ModelRunner:
         self._upcast_prefill = upcast_prefill and upcast_helps(dtype)
         self.cache = SlotKVCache(
             num_layers=layers,
-            num_slots=max_num_seqs,
+            num_slots=max_num_seqs + resident_slots,
             num_kv_heads=kv_heads,
             head_dim=head_dim,
             max_len=max_model_len,

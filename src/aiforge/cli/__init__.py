@@ -33,9 +33,9 @@ def _root(
 
 def _register_commands() -> None:
     # Imported here so `aiforge --help` stays fast and each group owns its module.
-    from aiforge.cli import admin, chat, deploy, engines, models, serve, status, usage
+    from aiforge.cli import admin, bench, chat, deploy, engines, models, serve, status, usage
 
-    for module in (serve, deploy, status, models, chat, engines, admin, usage):
+    for module in (serve, deploy, status, models, chat, bench, engines, admin, usage):
         module.register(app)
 
 

@@ -8,6 +8,11 @@ same logic as the transformers engine: penalties, grammar masks, seeds, logprobs
 feed the tokens back to the scheduler. Events go to each request's asyncio queue through
 ``loop.call_soon_threadsafe``. When nothing runs the thread blocks on the inbox.
 
+Prefix caching (:mod:`aiforge.engines.prefix_cache`) is on when the runner has resident
+sequences: finished sequences' KV stays in the context, and a prompt that starts the same
+way copies it (``llama_memory_seq_cp``) and decodes only the rest; the first event of each
+request says how many prompt tokens it reused.
+
 One request cannot take the thread down: a request that fails to join (its parameters) or
 to sample (its constraint) fails alone; a failed ``llama_decode`` fails that batch. Should
 the thread die anyway, :meth:`LlamaCppTokenEngine.fatal_error` says why (the replica's
@@ -40,6 +45,7 @@ from aiforge.engines.llamacpp.scheduler import (
     SequenceSpec,
     StepPlan,
 )
+from aiforge.engines.prefix_cache import PrefixCache, PrefixCacheStats
 from aiforge.engines.sampling import make_generator, sample_token
 
 __all__ = ["LlamaCppTokenEngine"]
@@ -97,10 +103,12 @@ class LlamaCppTokenEngine:
         """``eos_token_ids`` end generation unless a request ignores EOS; default: every
         token llama.cpp calls end-of-generation."""
         self._runner = runner
+        cache = PrefixCache(max_entries=runner.resident_seqs) if runner.resident_seqs else None
         self._scheduler = BatchScheduler(
             max_num_seqs=runner.max_num_seqs,
             max_batch_tokens=runner.max_batch_tokens,
             max_model_len=runner.max_model_len,
+            prefix_cache=cache,
         )
         self._eos = runner.eog_token_ids() if eos_token_ids is None else eos_token_ids
         self._info = EngineModelInfo(
@@ -144,6 +152,11 @@ class LlamaCppTokenEngine:
     def fatal_error(self) -> str | None:
         """None while the engine thread serves; why it died once it has."""
         return self._fatal
+
+    def prefix_cache_stats(self) -> PrefixCacheStats | None:
+        """The prefix cache's counters (``/metrics``); None when caching is off (the
+        runner was given no resident sequences, or the model cannot be cut at a position)."""
+        return self._scheduler.prefix_cache_stats()
 
     async def embed(self, inputs: Sequence[Sequence[int]]) -> list[list[float]]:
         raise NotImplementedError(
@@ -217,13 +230,17 @@ class LlamaCppTokenEngine:
     def _serve(self) -> None:
         while self._apply_commands(block=not self._scheduler.has_unfinished):
             plan = self._scheduler.schedule()
-            self._runner.release(plan.released_seq_ids)
+            try:
+                self._runner.apply(plan.memory)
+            except Exception as exc:  # the KV is not what the plan assumes: fail the batch
+                self._fail_running(exc)
+                continue
             self._publish_load()
             if plan.has_work:
                 self._step(plan)
         for rid in self._scheduler.abort_all():
             self._active.pop(rid).sink.put(None)
-        self._runner.release(self._scheduler.schedule().released_seq_ids)
+        self._runner.apply(self._scheduler.schedule().memory)
         self._publish_load()
         while True:  # requests that arrived after the stop: end their streams too
             try:
@@ -321,3 +338,5 @@ class LlamaCppTokenEngine:
         for rid in list(self._scheduler.running_seq_ids()):
             self._scheduler.abort(rid)
             self._active.pop(rid).sink.put(error)
+        # A failed decode may have written past what the scheduler counts: trust no entry.
+        self._scheduler.clear_prefix_cache()

@@ -1,15 +1,18 @@
 """One llama.cpp model and context, driven through llama-cpp-python's low-level C API.
 
 The runner executes what :class:`~aiforge.engines.llamacpp.scheduler.BatchScheduler`
-plans: it clears the KV cache of sequences that left, decodes one ``llama_batch`` holding
-tokens of many sequences (each with its own ``seq_id``), and hands out logits rows. It
-knows nothing about requests or sampling. Not thread-safe: the engine's loop thread is its
-only caller once the engine has started.
+plans: it changes the KV cache as planned (clears sequences that left, copies or trims
+prefix-cache entries: ``llama_memory_seq_cp`` / ``llama_memory_seq_rm``), decodes one
+``llama_batch`` holding tokens of many sequences (each with its own ``seq_id``), and hands
+out logits rows. It knows nothing about requests or sampling. Not thread-safe: the
+engine's loop thread is its only caller once the engine has started.
 
 The context gives every sequence its own KV stream (``kv_unified = false``) of
-``max_model_len`` cells, so ``n_ctx = max_model_len * max_num_seqs``: a sequence can
-always grow to the full length, and decoding one sequence never attends over the others'
-cells.
+``max_model_len`` cells, so ``n_ctx = max_model_len * (max_num_seqs + resident_seqs)``: a
+sequence can always grow to the full length, and decoding one sequence never attends over
+the others' cells. The ``resident_seqs`` extra sequences hold the prefix cache's entries;
+copying an entry into another sequence copies its whole KV stream (llama.cpp copies across
+streams only whole), which is still far cheaper than computing the prefix again.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from aiforge.engines.llamacpp.scheduler import BatchToken
+from aiforge.engines.llamacpp.scheduler import BatchToken, CopyPrefix, MemoryOp
 
 __all__ = ["LlamaRunner", "RunnerConfig", "default_max_model_len", "silence_llama_logs"]
 
@@ -42,6 +45,8 @@ class RunnerConfig:
     max_batch_tokens: int = 512
     threads: int | None = None
     """CPU threads for decoding; None: every core."""
+    resident_seqs: int = 0
+    """Extra sequences for the prefix cache's resident entries (0: no prefix caching)."""
 
 
 DEFAULT_MAX_MODEL_LEN = 4096
@@ -103,6 +108,9 @@ class LlamaRunner:
         self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
         self.n_ctx_train = int(llama_cpp.llama_model_n_ctx_train(model))
         self.max_num_seqs = config.max_num_seqs
+        self.resident_seqs = config.resident_seqs
+        if config.resident_seqs and not self.can_trim_sequences():
+            self.resident_seqs = 0  # recurrent state cannot be cut at a position: no reuse
         self.max_batch_tokens = max(config.max_batch_tokens, config.max_num_seqs)
         wanted = config.max_model_len or default_max_model_len(
             self.n_ctx_train, config.max_num_seqs
@@ -116,10 +124,11 @@ class LlamaRunner:
     def _new_context(self, config: RunnerConfig, max_model_len: int) -> Any:
         ll = self._ll
         params = ll.llama_context_default_params()
-        params.n_ctx = max_model_len * config.max_num_seqs
+        n_seqs = config.max_num_seqs + self.resident_seqs
+        params.n_ctx = max_model_len * n_seqs
         params.n_batch = self.max_batch_tokens
         params.n_ubatch = self.max_batch_tokens
-        params.n_seq_max = config.max_num_seqs
+        params.n_seq_max = n_seqs
         params.kv_unified = False
         threads = config.threads or os.cpu_count() or 1
         params.n_threads = threads
@@ -130,7 +139,7 @@ class LlamaRunner:
             ll.llama_model_free(self._model)
             raise RuntimeError(
                 f"llama.cpp could not create a context of {max_model_len} tokens x "
-                f"{config.max_num_seqs} sequences (out of memory?)"
+                f"{n_seqs} sequences (out of memory?)"
             )
         return ctx
 
@@ -162,10 +171,32 @@ class LlamaRunner:
             raise RuntimeError(f"llama_tokenize needs {-n} slots")
         return list(out[:n])
 
+    def can_trim_sequences(self) -> bool:
+        """Whether a sequence's KV can be cut at any position (not so for recurrent and
+        hybrid models, whose state is not per position): prefix caching needs it."""
+        ll = self._ll
+        return not (
+            ll.llama_model_is_recurrent(self._model) or ll.llama_model_is_hybrid(self._model)
+        )
+
     def release(self, seq_ids: Iterable[int]) -> None:
         """Forget the KV cache of sequences that left the batch."""
         for seq_id in seq_ids:
             self._ll.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
+
+    def apply(self, ops: Iterable[MemoryOp]) -> None:
+        """Make a plan's KV changes, in order (see :class:`StepPlan.memory`)."""
+        ll, memory = self._ll, self._memory
+        for op in ops:
+            if isinstance(op, CopyPrefix):
+                # Whole-sequence copy (across KV streams llama.cpp copies nothing less),
+                # then cut it back to the matched prefix.
+                ll.llama_memory_seq_cp(memory, op.src, op.dst, -1, -1)
+                seq_id, keep = op.dst, op.length
+            else:
+                seq_id, keep = op.seq_id, op.length
+            if not ll.llama_memory_seq_rm(memory, seq_id, keep, -1):
+                raise RuntimeError(f"llama.cpp could not cut sequence {seq_id} at {keep}")
 
     def cached_positions(self, seq_id: int) -> int:
         """How many positions ``seq_id`` holds in the KV cache (0 when empty)."""

@@ -12,6 +12,14 @@ KV cache. This scheduler decides, step by step, which tokens go into that batch:
   boundary); finished and aborted ones give theirs back, and the next plan lists the ids
   whose KV the runner must clear before decoding (they *leave* at a token boundary).
 
+With a prefix cache (:mod:`aiforge.engines.prefix_cache`) there are ``max_num_seqs +
+max_entries`` sequence ids. A sequence that leaves keeps its KV as a resident entry under
+its id; a joining sequence whose prompt starts like an entry either *adopts* that id
+(when it reuses all of the entry, or no other id is to be had; the entry's tail past the
+match is cut) or gets another id and a :class:`CopyPrefix` of the matched positions, then
+prefills only the rest. Ids of evicted entries are cleared like those of finished
+sequences. Every KV change is in :attr:`StepPlan.memory`, in the order it must run.
+
 The loop calls :meth:`BatchScheduler.schedule`, decodes the plan, samples one token for
 each entry of :attr:`StepPlan.sample` and feeds them back via
 :meth:`BatchScheduler.update_from_output`, which says who finished and why. No llama.cpp,
@@ -24,10 +32,14 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from aiforge.engines.core import FinishReason, TokenEvent
+from aiforge.engines.prefix_cache import PrefixCache, PrefixCacheStats, PrefixMatch
 
 __all__ = [
     "BatchScheduler",
     "BatchToken",
+    "CopyPrefix",
+    "KeepPrefix",
+    "MemoryOp",
     "SampledOutput",
     "SequenceSpec",
     "StepEvent",
@@ -46,6 +58,28 @@ class SequenceSpec:
     prompt_token_ids: tuple[int, ...]
     max_tokens: int
     stop_token_ids: frozenset[int] = frozenset()
+    cacheable: bool = True
+    """Whether it may reuse, and leave behind, KV in the prefix cache."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeepPrefix:
+    """Keep positions ``[0, length)`` of ``seq_id``'s KV and clear the rest (0: all)."""
+
+    seq_id: int
+    length: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CopyPrefix:
+    """Give the empty sequence ``dst`` the KV of positions ``[0, length)`` of ``src``."""
+
+    src: int
+    dst: int
+    length: int
+
+
+MemoryOp = KeepPrefix | CopyPrefix
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,13 +94,21 @@ class BatchToken:
 
 @dataclass(frozen=True, slots=True)
 class StepPlan:
-    """What the runner does in one step, in this order: clear KV, decode, sample."""
+    """What the runner does in one step, in this order: change KV, decode, sample."""
 
-    released_seq_ids: tuple[int, ...]
-    """Sequence ids whose KV must be cleared before decoding (their owner left)."""
+    memory: tuple[MemoryOp, ...]
+    """KV changes to make, in order, before decoding: ids whose owner left (or whose
+    resident entry was evicted) cleared, cached prefixes copied or trimmed."""
     tokens: tuple[BatchToken, ...]
     sample: tuple[tuple[str, int], ...]
     """``(request_id, batch_index)``: sample a token from the logits of that batch entry."""
+
+    @property
+    def released_seq_ids(self) -> tuple[int, ...]:
+        """Sequence ids whose KV this plan clears entirely."""
+        return tuple(
+            op.seq_id for op in self.memory if isinstance(op, KeepPrefix) and not op.length
+        )
 
     @property
     def has_work(self) -> bool:
@@ -98,6 +140,8 @@ class _Sequence:
     output: list[int] = field(default_factory=list)
     num_computed: int = 0
     """Tokens already decoded into this sequence's KV cache."""
+    num_cached: int = 0
+    """Prompt tokens whose KV came from the prefix cache."""
 
     @property
     def num_tokens(self) -> int:
@@ -116,7 +160,16 @@ class BatchScheduler:
     output never exceed it.
     """
 
-    def __init__(self, *, max_num_seqs: int, max_batch_tokens: int, max_model_len: int) -> None:
+    def __init__(
+        self,
+        *,
+        max_num_seqs: int,
+        max_batch_tokens: int,
+        max_model_len: int,
+        prefix_cache: PrefixCache | None = None,
+    ) -> None:
+        """``prefix_cache``: keep finished sequences' KV for reuse (the context then needs
+        :attr:`num_seq_ids` sequences); None: every sequence computes its whole prompt."""
         if max_num_seqs < 1:
             raise ValueError("max_num_seqs must be at least 1")
         if max_batch_tokens < max_num_seqs:
@@ -125,10 +178,13 @@ class BatchScheduler:
             )
         self.max_model_len = max_model_len
         self.max_batch_tokens = max_batch_tokens
-        self._free_ids: list[int] = list(range(max_num_seqs - 1, -1, -1))
+        self.max_num_seqs = max_num_seqs
+        self._cache = prefix_cache
+        self.num_seq_ids = max_num_seqs + (prefix_cache.max_entries if prefix_cache else 0)
+        self._free_ids: list[int] = list(range(self.num_seq_ids - 1, -1, -1))
         self._waiting: deque[SequenceSpec] = deque()
         self._running: dict[str, _Sequence] = {}
-        self._released: list[int] = []
+        self._memory: list[MemoryOp] = []
 
     @property
     def num_waiting(self) -> int:
@@ -144,6 +200,17 @@ class BatchScheduler:
 
     def running_seq_ids(self) -> dict[str, int]:
         return {rid: seq.seq_id for rid, seq in self._running.items()}
+
+    def prefix_cache_stats(self) -> PrefixCacheStats | None:
+        """The prefix cache's counters; None when caching is off. Any thread may call it."""
+        return None if self._cache is None else self._cache.stats()
+
+    def clear_prefix_cache(self) -> None:
+        """Forget every resident entry; the next plan clears their KV (after a failed
+        decode, KV written past what the scheduler knows of cannot be trusted)."""
+        if self._cache is not None:
+            for seq_id in self._cache.clear():
+                self._free(seq_id)
 
     def add(self, spec: SequenceSpec) -> None:
         """Queue a request; it joins the batch at the next :meth:`schedule` with a free id."""
@@ -180,10 +247,10 @@ class BatchScheduler:
     def schedule(self) -> StepPlan:
         """Admit waiting requests, then plan one decode token per running sequence and
         prompt chunks for sequences in prefill, within ``max_batch_tokens``."""
-        released, self._released = tuple(self._released), []
-        while self._waiting and self._free_ids:
+        while self._waiting and len(self._running) < self.max_num_seqs:
             spec = self._waiting.popleft()
-            self._running[spec.request_id] = _Sequence(spec, self._free_ids.pop())
+            self._running[spec.request_id] = self._admit(spec)
+        memory, self._memory = tuple(self._memory), []
         tokens: list[BatchToken] = []
         sample: list[tuple[str, int]] = []
         for rid, seq in self._running.items():
@@ -197,7 +264,7 @@ class BatchScheduler:
                 break
             if seq.in_prefill:
                 self._plan_prefill(rid, seq, budget, tokens, sample)
-        return StepPlan(released, tuple(tokens), tuple(sample))
+        return StepPlan(memory, tuple(tokens), tuple(sample))
 
     def _plan_prefill(
         self,
@@ -231,7 +298,8 @@ class BatchScheduler:
             if reason is not None:
                 del self._running[out.request_id]
                 self._release(seq)
-            event = TokenEvent(out.token_id, out.logprob, out.top_logprobs, reason)
+            cached = seq.num_cached if len(seq.output) == 1 else 0
+            event = TokenEvent(out.token_id, out.logprob, out.top_logprobs, reason, cached)
             events.append(StepEvent(out.request_id, event))
         return events
 
@@ -243,5 +311,48 @@ class BatchScheduler:
         return None
 
     def _release(self, seq: _Sequence) -> None:
-        self._released.append(seq.seq_id)
-        self._free_ids.append(seq.seq_id)
+        """The sequence left: keep its KV as a resident entry, or clear its id."""
+        if self._cache is not None and seq.spec.cacheable and seq.num_computed:
+            tokens = [*seq.spec.prompt_token_ids, *seq.output][: seq.num_computed]
+            for seq_id in self._cache.insert(seq.seq_id, tokens):
+                self._free(seq_id)
+        else:
+            self._free(seq.seq_id)
+
+    def _free(self, seq_id: int) -> None:
+        self._memory.append(KeepPrefix(seq_id))
+        self._free_ids.append(seq_id)
+
+    # -- prefix caching ---------------------------------------------------------------
+    def _admit(self, spec: SequenceSpec) -> _Sequence:
+        """A sequence id for a joining request, holding its longest cached prefix."""
+        match: PrefixMatch | None = None
+        if self._cache is not None and spec.cacheable:
+            match = self._cache.lookup(spec.prompt_token_ids)
+        if match is None:
+            seq_id = self._take_id(keep=None)
+            assert seq_id is not None  # fewer than max_num_seqs run: an id is free or evictable
+            return _Sequence(spec, seq_id)
+        assert self._cache is not None
+        copy_to = None if match.covers_entry else self._take_id(keep=match.location)
+        if copy_to is None:  # adopt the entry's id: nothing of it is lost, or no id is free
+            self._cache.take(match.location)
+            if not match.covers_entry:
+                self._memory.append(KeepPrefix(match.location, match.length))
+            seq_id = match.location
+        else:
+            self._memory.append(CopyPrefix(match.location, copy_to, match.length))
+            seq_id = copy_to
+        return _Sequence(spec, seq_id, num_computed=match.length, num_cached=match.length)
+
+    def _take_id(self, *, keep: int | None) -> int | None:
+        """A free sequence id, else the id of the least recently used entry (evicted and
+        cleared) other than ``keep``; None when there is neither."""
+        if self._free_ids:
+            return self._free_ids.pop()
+        if self._cache is None:
+            return None
+        seq_id = self._cache.evict_lru(exclude=() if keep is None else (keep,))
+        if seq_id is not None:
+            self._memory.append(KeepPrefix(seq_id))
+        return seq_id

@@ -1,7 +1,7 @@
 """The fuzz run's target: one real ``aiforge serve`` on the offline demo model (SQLite,
 platform on) with two tenants provisioned through the admin API: one whose member key sends
-every ``/v1`` case, one whose ids (and a deployment with no replicas) the admin cases may
-name, so they reach real resources without touching what the ``/v1`` cases need.
+every ``/v1`` case, and a stand-in whose ids (and a deployment with no replicas) the admin
+cases name, so they reach real resources without touching what the run itself needs.
 """
 
 from __future__ import annotations
@@ -31,8 +31,13 @@ class FuzzTarget:
     project_key: str
     """A member key of a project of its own: every ``/v1`` case authenticates with it."""
     real_path_parameters: Mapping[str, str]
-    """Ids of another tenant's organization, project, user and key, a deployment with no
+    """Ids of a stand-in tenant's organization, project, user and key, a deployment with no
     replicas, and the served model: path parameters some cases send instead of random ones."""
+    shield: Mapping[str, str]
+    """Every resource that existed before the stand-ins (the admin key and its project, the
+    ``/v1`` tenant, the served deployment), mapped to its stand-in: admin cases that name
+    one (schemathesis reuses ids it read in responses) act on the stand-in instead, so the
+    run cannot revoke its own keys or scale the served model away."""
 
     def headers_by_prefix(self) -> dict[str, dict[str, str]]:
         return {
@@ -50,9 +55,11 @@ def fuzz_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzTarget
         admin_headers = {"Authorization": f"Bearer {server.api_key}"}
         with httpx.Client(base_url=server.url, headers=admin_headers, timeout=30) as admin:
             project_key = str(_provision(admin, "fuzz-v1")["key"])
+            existing = _existing_resources(admin)
             real = _real_path_parameters(admin)
         _wait_until_key_works(server, project_key)
-        yield FuzzTarget(server=server, project_key=project_key, real_path_parameters=real)
+        shield = {value: real[kind] for kind, values in existing.items() for value in values}
+        yield FuzzTarget(server, project_key, real_path_parameters=real, shield=shield)
 
 
 def _created(response: httpx.Response) -> dict[str, Any]:
@@ -76,9 +83,36 @@ def _provision(admin: httpx.Client, name: str) -> dict[str, Any]:
     return {**key, **ids}
 
 
+def _existing_resources(admin: httpx.Client) -> dict[str, list[str]]:
+    """The ids of every organization, project, user and key, and the deployment names, by
+    the path parameter that names them."""
+    listed = {
+        kind: [str(item[field]) for item in _listed(admin, path)]
+        for kind, path, field in (
+            ("organization_id", "/admin/v1/organizations", "id"),
+            ("project_id", "/admin/v1/projects", "id"),
+            ("user_id", "/admin/v1/users", "id"),
+            ("name", "/admin/v1/deployments", "name"),
+        )
+    }
+    listed["key_id"] = [
+        str(key["id"])
+        for project in listed["project_id"]
+        for key in _listed(admin, f"/admin/v1/projects/{project}/keys")
+    ]
+    return listed
+
+
+def _listed(admin: httpx.Client, path: str) -> list[dict[str, Any]]:
+    response = admin.get(path)
+    assert response.status_code == 200, response.text
+    items: list[dict[str, Any]] = response.json()
+    return items
+
+
 def _real_path_parameters(admin: httpx.Client) -> dict[str, str]:
-    tenant = _provision(admin, f"fuzz-target-{secrets.token_hex(3)}")
-    deployment = "fuzz-target"
+    tenant = _provision(admin, f"fuzz-stand-in-{secrets.token_hex(3)}")
+    deployment = "fuzz-stand-in"
     spec = {"model": DEMO_NAME, "replicas": 0}
     _created(admin.put(f"/admin/v1/deployments/{deployment}", json=spec))
     return {

@@ -21,12 +21,13 @@ import schemathesis
 from fuzz_support import (
     ADMIN_PREFIX,
     COST_CAPS,
-    DEPLOYMENT_CAPS,
     V1_PREFIX,
     bounded_costs,
     described_for_fuzzing,
     error_envelope_problem,
+    shielded,
     stream_problem,
+    without_replicas,
 )
 from hypothesis import strategies as st
 from schemathesis import BaseSchema, Case, CheckContext, HookContext, Response
@@ -41,6 +42,7 @@ different run by hand."""
 MAX_TIME_S = int(os.environ.get("AIFORGE_FUZZ_MAX_TIME_S", "480"))
 """A guard, not the bound: a run that reaches it fails (operations were left untested)."""
 REQUEST_TIMEOUT_S = 60.0
+DEPLOYMENTS_PATH = f"{ADMIN_PREFIX}v1/deployments"
 
 
 @schemathesis.check
@@ -147,9 +149,11 @@ def load_schema(
     served_model: str,
     headers_by_prefix: Mapping[str, Mapping[str, str]],
     real_path_parameters: Mapping[str, str],
+    shield: Mapping[str, str],
 ) -> BaseSchema:
-    """The live schema, adapted, with hooks that bound each case's cost and send half the
-    path parameters as ``real_path_parameters`` (ids of resources that exist)."""
+    """The live schema, adapted, with hooks that bound each case's cost, keep admin cases
+    off the ``shield``ed resources, and send half the generated path parameters as
+    ``real_path_parameters`` (ids of resources that exist)."""
     raw = httpx.get(f"{server_url}/openapi.json", timeout=30).json()
     schema = schemathesis.openapi.from_dict(
         described_for_fuzzing(raw, served_model=served_model),
@@ -162,14 +166,17 @@ def load_schema(
         # map_case, not map_body: the coverage phase applies only case hooks.
         if case.path.startswith(V1_PREFIX):
             case.body = bounded_costs(case.body, COST_CAPS)
-        elif case.path.startswith(f"{ADMIN_PREFIX}v1/deployments"):
-            case.body = bounded_costs(case.body, DEPLOYMENT_CAPS)
+        elif case.path.startswith(ADMIN_PREFIX):
+            case.path_parameters = shielded(case.path_parameters, shield)
+            if case.path.startswith(DEPLOYMENTS_PATH):
+                creates = case.method.upper() in {"POST", "PUT"} and "/scale" not in case.path
+                case.body = without_replicas(case.body, fill_omitted=creates)
         return case
 
     @schema.hook
     def flatmap_path_parameters(
-        context: HookContext, path_parameters: dict[str, Any]
-    ) -> st.SearchStrategy[dict[str, Any]]:
+        context: HookContext, path_parameters: dict[str, Any] | None
+    ) -> st.SearchStrategy[dict[str, Any] | None]:
         if not path_parameters:
             return st.just(path_parameters)
         existing = {name: real.get(name, value) for name, value in path_parameters.items()}
@@ -210,7 +217,9 @@ def _record_scenario(report: FuzzReport, event: events.ScenarioFinished) -> None
             if check.status is Status.FAILURE and info is not None:
                 response = recorder.find_response(case_id=case_id)
                 answer = (
-                    f"{response.status_code} {response.content[:300]!r}" if response else "no answer"
+                    f"{response.status_code} {response.content[:300]!r}"
+                    if response
+                    else "no answer"
                 )
                 failure = FuzzFailure(
                     operation=recorder.label,

@@ -33,7 +33,7 @@ COST_CAPS: Mapping[str, int] = {
 test validation (64-bit overflow, negative, absurd), and the server must refuse them fast."""
 CAP_CEILING = 2**31
 
-DEPLOYMENT_CAPS: Mapping[str, int] = {"replicas": 0}
+DEPLOYMENT_CAPS: Mapping[str, int] = {"replicas": 0, "min_replicas": 0}
 """Admin deployment bodies: a positive replica count would start real model processes on a
 shared machine, so a plausible one becomes 0 (the spec is stored, nothing is launched);
 negative and huge counts stay and must be refused."""
@@ -72,17 +72,58 @@ def _resolved(schema: Mapping[str, Any], schemas: Mapping[str, Any]) -> dict[str
     return dict(schema) if schema else None
 
 
-def bounded_costs(body: Any, caps: Mapping[str, int] = COST_CAPS) -> Any:
-    """``body`` with each top-level field of ``caps`` lowered to its cap when it is an integer
-    between the cap and :data:`CAP_CEILING`; anything else unchanged."""
+def bounded_costs(
+    body: Any, caps: Mapping[str, int] = COST_CAPS, *, coercible: bool = False
+) -> Any:
+    """``body`` with each top-level field of ``caps`` lowered to its cap when it is a number
+    between the cap and :data:`CAP_CEILING`; anything else unchanged. ``coercible`` counts
+    what lax validation may turn into a number (``true``, ``"3"``) as that number too."""
     if not isinstance(body, dict):
         return body
     bounded = dict(body)
     for field, cap in caps.items():
-        value = bounded.get(field)
-        if type(value) is int and cap < value < CAP_CEILING:
+        if field in bounded and cap < _magnitude(bounded[field], coercible) < CAP_CEILING:
             bounded[field] = cap
     return bounded
+
+
+def _magnitude(value: Any, coercible: bool) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if coercible and isinstance(value, bool):
+        return float(value)
+    if coercible and isinstance(value, str):
+        try:
+            return float(value.strip().replace("_", ""))
+        except ValueError:
+            pass
+    return float("nan")
+
+
+def without_replicas(body: Any, *, fill_omitted: bool) -> Any:
+    """An admin deployment body that launches nothing and attaches to nothing: replica
+    counts bounded to 0 (:data:`DEPLOYMENT_CAPS`, coercible values too), ``endpoints``
+    (replicas to attach to) emptied and, with ``fill_omitted`` (a create or a full apply,
+    where an omitted count means 1), an omitted count set to 0."""
+    if not isinstance(body, dict):
+        return body
+    bounded = bounded_costs(body, DEPLOYMENT_CAPS, coercible=True)
+    if fill_omitted:
+        bounded.setdefault("replicas", 0)
+    if isinstance(bounded.get("endpoints"), list):
+        bounded["endpoints"] = []
+    return bounded
+
+
+def shielded(path_parameters: Mapping[str, Any] | None, shield: Mapping[str, str]) -> Any:
+    """``path_parameters`` with every value that names a shielded resource (the admin key,
+    the served deployment, the ``/v1`` tenant) replaced by its stand-in from ``shield``."""
+    if not path_parameters:
+        return path_parameters
+    return {
+        name: shield.get(value, value) if isinstance(value, str) else value
+        for name, value in path_parameters.items()
+    }
 
 
 def error_envelope_problem(status: int, content_type: str, body: bytes) -> str | None:

@@ -25,6 +25,7 @@ def test_no_request_gets_a_5xx_or_a_bare_error(fuzz_target: FuzzTarget) -> None:
         served_model=DEMO_NAME,
         headers_by_prefix=fuzz_target.headers_by_prefix(),
         real_path_parameters=fuzz_target.real_path_parameters,
+        shield=fuzz_target.shield,
     )
     report = fuzz_runner.run(schema)
     print(report.describe())

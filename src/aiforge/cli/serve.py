@@ -55,6 +55,7 @@ from aiforge.engines.registry import ENGINE_NAMES, EngineSelectionError
 from aiforge.gateway.access import DiscardUsage, OpenAccess
 from aiforge.gateway.app import create_app
 from aiforge.gateway.handler import OpenAIHandler
+from aiforge.gateway.request_id import InferenceFastPath
 from aiforge.models.sources import model_reference, served_name
 from aiforge.router.directory import ReplicaDirectory
 from aiforge.router.registry import POLICY_NAMES
@@ -427,8 +428,9 @@ async def _serve_gateway(
     """Serve until a shutdown is requested, then drain (:meth:`OpenAIHandler.drain`)."""
     grace = settings.shutdown_grace_s
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
-        ws="none", lifespan="on", timeout_graceful_shutdown=int(grace + GATEWAY_STOP_MARGIN_S),
+        InferenceFastPath(app), host=settings.host, port=settings.port, log_level="warning",
+        access_log=False, ws="none", lifespan="on",
+        timeout_graceful_shutdown=int(grace + GATEWAY_STOP_MARGIN_S),
     )  # fmt: skip
     server = _GatewayServer(config)
     handler: OpenAIHandler = app.state.handler

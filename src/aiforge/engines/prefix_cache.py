@@ -24,7 +24,7 @@ from their loop thread. :meth:`PrefixCache.stats` may be read from any thread.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -258,10 +258,3 @@ class PrefixCache:
     def _touch(self, location: int) -> None:
         self._clock += 1
         self._entries[location].last_used = self._clock
-
-
-def entries_at(cache: PrefixCache | None, locations: Iterable[int]) -> list[int]:
-    """Those of ``locations`` that hold a resident entry of ``cache`` (none without one)."""
-    if cache is None:
-        return []
-    return [loc for loc in locations if loc in cache]

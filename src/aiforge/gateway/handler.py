@@ -52,7 +52,7 @@ from aiforge.gateway.errors import (
 from aiforge.gateway.images import inline_images
 from aiforge.gateway.metering import StreamMeter, TokenUsage, usage_from_body
 from aiforge.gateway.metrics import GatewayMetrics
-from aiforge.gateway.proxy import Attempts, ReplicaProxy, upstream_failed
+from aiforge.gateway.proxy import FORWARDED_HEADERS, Attempts, ReplicaProxy, upstream_failed
 from aiforge.gateway.relay import (
     SHUTTING_DOWN,
     RelayResponse,
@@ -68,7 +68,7 @@ from aiforge.gateway.request import (
     read_body,
 )
 from aiforge.gateway.request_id import scope_request_id
-from aiforge.gateway.routing_keys import conversation_prefix, session_key
+from aiforge.gateway.routing_keys import SESSION_HEADER, conversation_prefix, session_key
 from aiforge.gateway.upstream import UpstreamError, UpstreamResponse, UpstreamTimeout
 from aiforge.protocol.openai.errors import OpenAIError
 from aiforge.router.base import Endpoint, RoutingRequest
@@ -108,6 +108,20 @@ async def _never() -> None:
     await asyncio.Event().wait()
 
 
+async def _cancel_when_left(
+    left: Callable[[], Awaitable[None]], call: _Call, task: asyncio.Task[Any]
+) -> None:
+    """Cancel ``task`` (the request's, awaiting its answer) once ``left`` returns — or fails,
+    which is taken as the client being gone — unless the answer is being recorded already."""
+    with contextlib.suppress(Exception):
+        await left()
+    if not call.finished and call.work is task:
+        call.interrupted = call.interrupted or "client_left"
+        task.cancel()
+
+
+_READ_HEADERS = (*FORWARDED_HEADERS, SESSION_HEADER)
+"""The client headers the request path reads after admission (not a copy of all of them)."""
 _PREFIX_POLICIES = frozenset({"prefix_affinity"})
 """Policies that read the conversation prefix (computed only for them)."""
 Interruption = Literal["client_left", "shutting_down"]
@@ -142,7 +156,7 @@ class _Call:
     finished: bool = False
     interrupted: Interruption | None = None
     """Why the request was cut before its answer was complete (set before cancelling it)."""
-    work: asyncio.Task[Response] | None = None
+    work: asyncio.Task[Any] | None = None
     """The task waiting on the replica's answer (cancelled when the client leaves)."""
 
     @property
@@ -284,31 +298,30 @@ class OpenAIHandler:
         """The response ``work`` makes (the replica's answer, or the relay of its stream),
         unless the client disconnects first or :meth:`end_in_flight` ends the request: then
         ``work`` is cancelled — which closes the upstream connection, so the replica aborts
-        the request — and the request is recorded as cancelled (499) or shut down (503)."""
+        the request — and the request is recorded as cancelled (499) or shut down (503).
+
+        ``work`` runs in the request's own task; one watcher task waits for ``left`` and
+        cancels it (a cancellation from anywhere else, such as a forced shutdown, is
+        re-raised)."""
         if self._ending:
             work.close()
             error = shutting_down()
             await self._refused(call, error)
             return error_response(error)
-        task = call.work = asyncio.ensure_future(work)
-        gone = asyncio.ensure_future(left())
+        current = asyncio.current_task()
+        assert current is not None
+        call.work = current
+        watcher = asyncio.ensure_future(_cancel_when_left(left, call, current))
         try:
-            await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
-        except BaseException:  # this request's own task is cancelled (a forced shutdown)
-            task.cancel()
-            gone.cancel()
-            await asyncio.gather(task, gone, return_exceptions=True)
-            raise
-        gone.cancel()
-        if not task.done() and not call.finished:  # finishing: its record is being made
-            call.interrupted = call.interrupted or "client_left"
-            task.cancel()
-        await asyncio.gather(task, gone, return_exceptions=True)
-        call.work = None
-        if not task.cancelled():
-            return task.result()
-        return error_response(shutting_down() if call.interrupted == SHUTTING_DOWN
-                              else client_closed())  # fmt: skip
+            return await work
+        except asyncio.CancelledError:
+            if call.interrupted is None or current.uncancel() > 0:
+                raise
+            return error_response(shutting_down() if call.interrupted == SHUTTING_DOWN
+                                  else client_closed())  # fmt: skip
+        finally:
+            call.work = None
+            watcher.cancel()
 
     async def _proxied(self, call: _Call, parsed: ProxiedRequest) -> Response:
         """Open the answer on a replica and answer (a stream is relayed by the response)."""
@@ -406,7 +419,9 @@ class OpenAIHandler:
             log.exception("admission failed for %s", call.request_id)
             raise limits_unavailable() from None
         parsed = call.parsed = await inline_images(parsed, self.settings)
-        call.client_headers = dict(headers)
+        call.client_headers = {
+            name: value for name in _READ_HEADERS if (value := headers.get(name)) is not None
+        }
         call.routing = RoutingRequest(
             request_id=call.request_id,
             model=parsed.model,
@@ -423,7 +438,7 @@ class OpenAIHandler:
         assert call.routing is not None
         assert call.parsed is not None
         if not call.counted_in_flight:
-            self.metrics.in_flight.labels(call.model).inc()
+            self.metrics.in_flight_of(call.model).inc()
             call.counted_in_flight = True
             self._journal_open(call)
         try:
@@ -538,7 +553,7 @@ class OpenAIHandler:
             while call.upstream is not None and call.meter is not None:
                 held = b""
                 try:
-                    async for chunk in call.upstream.aiter_raw():
+                    async for chunk in call.upstream.aiter_arrivals():
                         out = call.meter.feed(chunk)
                         if not forwarded:
                             held += out
@@ -632,7 +647,7 @@ class OpenAIHandler:
         replica_id = call.endpoint.id if call.endpoint else ""
         self._release(call, ok=200 <= status < 500, tokens=usage.completion_tokens)
         if call.counted_in_flight:
-            self.metrics.in_flight.labels(call.model).dec()
+            self.metrics.in_flight_of(call.model).dec()
         latency_s = time.perf_counter() - call.t0
         if call.ticket is not None:
             try:

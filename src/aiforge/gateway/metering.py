@@ -27,6 +27,7 @@ _FINAL_USAGE = re.compile(rb'"choices":\s*\[\]')
 _USAGE_OBJECT = rb'"usage":\s*\{(?:[^{}]|\{[^{}]*\})*\}'
 _USAGE_MEMBER = re.compile(rb",\s*" + _USAGE_OBJECT + rb"|" + _USAGE_OBJECT + rb"\s*,?")
 _DATA_PREFIX = b"data:"
+_COMMA = ord(",")
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,9 +203,17 @@ def without_usage_member(event: bytes) -> bytes:
     A usage object is flat but for ``*_tokens_details`` objects of numbers, so a regex with
     one level of nesting finds it; anything deeper falls back to a JSON re-encode.
     """
-    stripped, found = _USAGE_MEMBER.subn(b"", event, count=1)
-    if found:
-        return stripped
+    # The leftmost match starts at the first usage key, or at the comma (and blanks) right
+    # before it: searching from there finds what a search from the start would, without
+    # trying the pattern at every byte of the event before it.
+    start = event.find(_USAGE_KEY)
+    if start >= 0:
+        start = len(event[:start].rstrip())
+        if start and event[start - 1] == _COMMA:
+            start -= 1
+        match = _USAGE_MEMBER.search(event, start)
+        if match is not None:
+            return event[: match.start()] + event[match.end() :]
     head, payload = b"", event.strip()
     if payload.startswith(_DATA_PREFIX):
         head, payload = b"data: ", payload[len(_DATA_PREFIX) :]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from prometheus_client import CONTENT_TYPE_LATEST as PROMETHEUS_CONTENT_TYPE
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -24,6 +27,17 @@ _LATENCY_BUCKETS = (
     120.0,
     300.0,
 )
+
+
+@dataclass(frozen=True, slots=True)
+class _ModelSeries:
+    """One model's labelled children."""
+
+    prompt_tokens: Counter
+    completion_tokens: Counter
+    ttft: Histogram
+    latency: Histogram
+    in_flight: Gauge
 
 
 class GatewayMetrics:
@@ -70,6 +84,13 @@ class GatewayMetrics:
             registry=self.registry,
         )
 
+        self._models: dict[str, _ModelSeries] = {}
+        self._answered: dict[tuple[str, str, int], Any] = {}
+
+    def in_flight_of(self, model: str) -> Gauge:
+        """The requests-in-flight gauge of ``model`` (its labelled child, looked up once)."""
+        return self._series(model).in_flight
+
     def observe(
         self,
         *,
@@ -82,14 +103,34 @@ class GatewayMetrics:
         latency_s: float,
     ) -> None:
         """Record one finished request."""
-        self.requests.labels(model, kind, str(status)).inc()
+        answered = self._answered.get((model, kind, status))
+        if answered is None:
+            answered = self._answered[(model, kind, status)] = self.requests.labels(
+                model, kind, str(status)
+            )
+        answered.inc()
+        series = self._series(model)
         if prompt_tokens:
-            self.prompt_tokens.labels(model).inc(prompt_tokens)
+            series.prompt_tokens.inc(prompt_tokens)
         if completion_tokens:
-            self.completion_tokens.labels(model).inc(completion_tokens)
+            series.completion_tokens.inc(completion_tokens)
         if ttft_s is not None:
-            self.ttft.labels(model).observe(ttft_s)
-        self.latency.labels(model).observe(latency_s)
+            series.ttft.observe(ttft_s)
+        series.latency.observe(latency_s)
+
+    def _series(self, model: str) -> _ModelSeries:
+        # ``labels()`` takes a lock and builds a key on every call; the request path asks
+        # for the same few children every time, so they are kept here.
+        series = self._models.get(model)
+        if series is None:
+            series = self._models[model] = _ModelSeries(
+                prompt_tokens=self.prompt_tokens.labels(model),
+                completion_tokens=self.completion_tokens.labels(model),
+                ttft=self.ttft.labels(model),
+                latency=self.latency.labels(model),
+                in_flight=self.in_flight.labels(model),
+            )
+        return series
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -23,7 +23,7 @@ from aiforge.protocol.openai.errors import OpenAIError
 from aiforge.router.base import Endpoint, RoutingRequest
 from aiforge.router.directory import DeploymentRouter
 
-_FORWARDED_HEADERS = ("traceparent", "tracestate")
+FORWARDED_HEADERS = ("traceparent", "tracestate")
 """Client headers passed on (tracing); ``x-request-id`` is the gateway's own, never the client's."""
 _RETRY_STATUSES = frozenset({503})
 
@@ -108,7 +108,7 @@ class ReplicaProxy:
 
 def upstream_headers(request_id: str, client_headers: Mapping[str, str]) -> dict[str, str]:
     headers = {"content-type": "application/json", "x-request-id": request_id}
-    for name in _FORWARDED_HEADERS:
+    for name in FORWARDED_HEADERS:
         value = client_headers.get(name)
         if value is not None:
             headers[name] = value

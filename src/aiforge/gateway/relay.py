@@ -4,8 +4,9 @@ shut-down stream, and noticing that the client left."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Final
+from typing import Any, Final
 
 import anyio
 from fastapi.responses import StreamingResponse
@@ -30,10 +31,28 @@ class RelayResponse(StreamingResponse):
         self._cleanup = cleanup
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Stream the body; a client that disconnects ends it (the generator is cancelled)
+        without an error. What Starlette's ``StreamingResponse`` does for ASGI < 2.4, with
+        one watcher task instead of a task group and a second task per stream."""
         try:
-            await super().__call__(scope, receive, send)
+            await self._stream_until_left(receive, send)
         finally:
             await self.aclose()
+
+    async def _stream_until_left(self, receive: Receive, send: Send) -> None:
+        current = asyncio.current_task()
+        assert current is not None
+        watch = _Departure(current)
+        watcher = asyncio.ensure_future(watch.wait(receive))
+        try:
+            await self.stream_response(send)
+        except asyncio.CancelledError:
+            if not watch.left or current.uncancel() > 0:
+                raise
+        finally:
+            watcher.cancel()
+        if watch.error is not None:
+            raise watch.error
 
     async def aclose(self) -> None:
         """End the relay (for a consumer inside the gateway that reads ``body_iterator``
@@ -43,6 +62,26 @@ class RelayResponse(StreamingResponse):
             if close is not None:
                 await close()
             await self._cleanup()
+
+
+class _Departure:
+    """Cancels ``task`` (a stream's) once its client disconnects, or once listening for
+    that fails (the error is kept for the stream to raise)."""
+
+    __slots__ = ("error", "left", "task")
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.left = False
+        self.error: Exception | None = None
+
+    async def wait(self, receive: Receive) -> None:
+        try:
+            await client_left(receive)
+        except Exception as exc:
+            self.error = exc
+        self.left = True
+        self.task.cancel()
 
 
 async def client_left(receive: Receive) -> None:

@@ -223,7 +223,7 @@ def parse_request(body: bytes, kind: RequestKind) -> ProxiedRequest:
         client_wants_continuous_usage=continuous,
         upstream_body=upstream_body,
         estimated_prompt_tokens=-(-len(body) // CHARS_PER_TOKEN),
-        demand=token_demand(data, kind, len(body)),
+        demand=token_demand(data, kind, len(body), ascii_text=_plain_ascii(body)),
         payload=data,
     )
 
@@ -232,8 +232,17 @@ def _include_usage(options: Any) -> TypeGuard[dict[str, Any]]:
     return isinstance(options, dict) and options.get("include_usage") is True
 
 
-def token_demand(data: dict[str, Any], kind: RequestKind, body_bytes: int) -> TokenDemand:
-    """What bounds the request's tokens; raise a 400 for a limit field of the wrong type."""
+def _plain_ascii(body: bytes) -> bool:
+    """Every string in the JSON ``body`` is ASCII: no byte above 127 and no ``\\u`` escape
+    (which could spell one); then normalization adds nothing anywhere in it."""
+    return body.isascii() and b"\\u" not in body
+
+
+def token_demand(
+    data: dict[str, Any], kind: RequestKind, body_bytes: int, *, ascii_text: bool = False
+) -> TokenDemand:
+    """What bounds the request's tokens; raise a 400 for a limit field of the wrong type.
+    ``ascii_text``: the caller knows every string in ``data`` is ASCII (skips looking)."""
     if kind == "embedding":
         return TokenDemand(_raw_prompts(data.get("input"), body_bytes), 0, None)
     if kind in ("rerank", "score"):
@@ -250,7 +259,7 @@ def token_demand(data: dict[str, Any], kind: RequestKind, body_bytes: int) -> To
             extra = _text_bound(suffix)
             prompts = tuple(None if p is None else p + extra for p in prompts)
         return TokenDemand(prompts, choices, max_tokens)
-    return TokenDemand((_chat_prompt(data, body_bytes),), choices, max_tokens)
+    return TokenDemand((_chat_prompt(data, body_bytes, ascii_text),), choices, max_tokens)
 
 
 def _count(data: dict[str, Any], name: str, minimum: int) -> int | None:
@@ -376,7 +385,14 @@ _FORMS: tuple[Literal["NFC", "NFKC"], ...] = ("NFC", "NFKC")
 _TEXT_PARTS = frozenset({"text", "input_text", "output_text", "refusal"})
 
 
-def _chat_prompt(data: dict[str, Any], body_bytes: int) -> int | None:
+def _is_text_part(part: Any) -> bool:
+    """A text content part; any other value (an image, a ``type`` that is not even a
+    string) leaves the bound to the context and the refusal to validation."""
+    kind = part.get("type") if isinstance(part, dict) else None
+    return isinstance(kind, str) and kind in _TEXT_PARTS
+
+
+def _chat_prompt(data: dict[str, Any], body_bytes: int, ascii_text: bool = False) -> int | None:
     """A chat prompt's bound: every byte of the body and what normalization adds to it, what
     the template adds, and once more the JSON it re-renders with spaces (tools, tool-call
     arguments). None (the context) when the request brings media or its own template."""
@@ -388,9 +404,7 @@ def _chat_prompt(data: dict[str, Any], body_bytes: int) -> int | None:
         if not isinstance(message, dict):
             continue
         content = message.get("content")
-        if isinstance(content, list) and any(
-            not isinstance(part, dict) or part.get("type") not in _TEXT_PARTS for part in content
-        ):
+        if isinstance(content, list) and any(not _is_text_part(part) for part in content):
             return None
         calls = message.get("tool_calls")
         if calls is not None:
@@ -398,4 +412,5 @@ def _chat_prompt(data: dict[str, Any], body_bytes: int) -> int | None:
     tools = data.get("tools")
     if tools is not None:
         rerendered += len(orjson.dumps(tools))
-    return body_bytes + _expansion(data) + rerendered + CHAT_TEMPLATE_TOKENS
+    expansion = 0 if ascii_text else _expansion(data)
+    return body_bytes + expansion + rerendered + CHAT_TEMPLATE_TOKENS

@@ -8,12 +8,19 @@ per origin, the request written with one ``write``, the response head parsed by 
 the body framed by ``Content-Length``, chunked transfer coding, or the connection's end.
 
 Contract: :meth:`UpstreamPool.post` returns an :class:`UpstreamResponse` once the status
-line and headers arrived; the caller reads it (:meth:`UpstreamResponse.aread` or
-:meth:`UpstreamResponse.aiter_raw`) and must :meth:`UpstreamResponse.aclose` it. A fully
-read response gives its connection back to the pool; one closed early closes it. Errors
-are :class:`UpstreamError`; :class:`UpstreamConnectError` means the replica cannot have
-started on the request (safe to retry elsewhere). A pooled connection the replica closed
-while idle is detected on use and replaced once, transparently.
+line and headers arrived; the caller reads it (:meth:`UpstreamResponse.aread`,
+:meth:`UpstreamResponse.aiter_raw` chunk by chunk, or :meth:`UpstreamResponse.aiter_arrivals`
+as it arrives) and must :meth:`UpstreamResponse.aclose` it. A fully read response gives its
+connection back to the pool; one closed early closes it. Errors are :class:`UpstreamError`;
+:class:`UpstreamConnectError` means the replica cannot have started on the request (safe to
+retry elsewhere). A pooled connection the replica closed while idle is detected on use and
+replaced once, transparently. The read timeout bounds every wait for the replica's next
+bytes (the head, then each read of the body).
+
+Costs, since a stream pays them per event: a chunked body is decoded from whatever one
+socket read brought (:class:`ChunkedDecoder`), not with two awaited reads per chunk, and the
+read timeout is one timer per request (:class:`_ReadDeadline`) that re-arms itself only when
+it fires, not a timer made and cancelled around every read.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 _HEAD_END = b"\r\n\r\n"
 _LINE_END = b"\r\n"
@@ -56,6 +63,100 @@ class _Connection:
             self.writer.close()
 
 
+class ChunkedDecoder:
+    """Chunked transfer coding (RFC 9112 §7.1), decoded from bytes as they arrive. Pure.
+
+    :meth:`feed` returns the data of every chunk the new bytes completed, in order;
+    :attr:`done` is set once the last chunk and the trailer section have arrived, and
+    :attr:`extra` holds any bytes after them (a replica that sent more than its answer).
+    Malformed framing raises :class:`ValueError`.
+    """
+
+    __slots__ = ("_buffer", "_need", "done", "extra")
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._need = -1
+        """Bytes of the current chunk's data and its CRLF still to come; -1: a size line is
+        next; 0: the trailer section is being read."""
+        self.done = False
+        self.extra = b""
+
+    def feed(self, data: bytes) -> list[bytes]:
+        buffer = self._buffer + data if self._buffer else data
+        chunks: list[bytes] = []
+        at, end = 0, len(buffer)
+        while not self.done:
+            if self._need > 0:
+                stop = at + self._need
+                if stop > end:
+                    break
+                if buffer[stop - 2 : stop] != _LINE_END:
+                    raise ValueError("a chunk does not end with CRLF")
+                chunks.append(buffer[at : stop - 2])
+                at, self._need = stop, -1
+                continue
+            line_end = buffer.find(_LINE_END, at)
+            if line_end < 0:
+                if end - at > _STREAM_LIMIT:
+                    raise ValueError("a chunk-size or trailer line is too long")
+                break
+            line = buffer[at:line_end]
+            at = line_end + 2
+            if self._need == 0:  # trailer fields until the empty line
+                self.done = not line
+            else:
+                try:
+                    size = int(line.split(b";", 1)[0], 16)
+                except ValueError:
+                    size = -1
+                if size < 0:
+                    raise ValueError(f"a malformed chunk-size line: {line[:40]!r}")
+                self._need = size + 2 if size else 0
+        if self.done:
+            self.extra, self._buffer = buffer[at:], b""
+        else:
+            self._buffer = buffer[at:]
+        return chunks
+
+
+class _ReadDeadline:
+    """The read timeout of one exchange: while a read is waiting (between :meth:`begin` and
+    :meth:`end`), the replica has ``timeout_s`` to send bytes; when it does not,
+    ``on_expiry`` runs (it closes the connection, so the read ends) and :attr:`expired` is
+    set. One timer per exchange, re-armed only when it fires."""
+
+    __slots__ = ("_handle", "_loop", "_on_expiry", "_since", "_timeout", "expired")
+
+    def __init__(self, timeout_s: float, on_expiry: Callable[[], None]) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._timeout = timeout_s
+        self._on_expiry = on_expiry
+        self._since: float | None = None
+        self.expired = False
+        self._handle = self._loop.call_later(timeout_s, self._check)
+
+    def begin(self) -> None:
+        self._since = self._loop.time()
+
+    def end(self) -> None:
+        self._since = None
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+
+    def _check(self) -> None:
+        now = self._loop.time()
+        if self._since is None:
+            self._handle = self._loop.call_at(now + self._timeout, self._check)
+        elif now - self._since >= self._timeout:
+            self.expired = True
+            self._on_expiry()
+        else:
+            due = max(self._since + self._timeout, now + 0.001)
+            self._handle = self._loop.call_at(due, self._check)
+
+
 class UpstreamResponse:
     """A response whose head has arrived; the body is read on demand."""
 
@@ -66,7 +167,7 @@ class UpstreamResponse:
         connection: _Connection,
         status_code: int,
         headers: dict[str, str],
-        read_timeout_s: float,
+        deadline: _ReadDeadline,
     ) -> None:
         self.status_code = status_code
         self.headers = headers
@@ -74,7 +175,7 @@ class UpstreamResponse:
         self._pool = pool
         self._origin = origin
         self._connection: _Connection | None = connection
-        self._timeout = read_timeout_s
+        self._deadline = deadline
         self._done = False
 
     @property
@@ -84,10 +185,18 @@ class UpstreamResponse:
 
     async def aread(self) -> bytes:
         """The whole body."""
-        return b"".join([part async for part in self.aiter_raw()])
+        return b"".join([part async for part in self._body(split=False)])
 
-    async def aiter_raw(self) -> AsyncIterator[bytes]:
-        """The body's bytes as they arrive (chunk by chunk for chunked coding)."""
+    def aiter_raw(self) -> AsyncIterator[bytes]:
+        """The body's bytes as they arrive, chunk by chunk for chunked coding."""
+        return self._body(split=True)
+
+    def aiter_arrivals(self) -> AsyncIterator[bytes]:
+        """The body's bytes as they arrive: for chunked coding, the data of every chunk that
+        one read from the socket completed, joined (the chunks that arrived together)."""
+        return self._body(split=False)
+
+    async def _body(self, *, split: bool) -> AsyncIterator[bytes]:
         connection = self._connection
         if connection is None or self._done:
             return
@@ -95,38 +204,43 @@ class UpstreamResponse:
         try:
             length = self.headers.get("content-length")
             if self.headers.get("transfer-encoding", "").lower() == "chunked":
-                while chunk := await self._chunk(reader):
-                    yield chunk
+                decoder = ChunkedDecoder()
+                while not decoder.done:
+                    data = await self._read(reader.read(65536))
+                    if not data:
+                        raise asyncio.IncompleteReadError(b"", None)
+                    chunks = decoder.feed(data)
+                    if not chunks:
+                        continue
+                    if split:
+                        for chunk in chunks:
+                            yield chunk
+                    else:
+                        yield chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                if decoder.extra:  # more than the answer: the connection cannot be reused
+                    self.headers["connection"] = "close"
             elif length is not None:
                 if int(length):
-                    async with asyncio.timeout(self._timeout):
-                        yield await reader.readexactly(int(length))
+                    yield await self._read(reader.readexactly(int(length)))
             else:  # framed by the end of the connection: it cannot be reused
                 self.headers["connection"] = "close"
                 while part := await self._read(reader.read(65536)):
                     yield part
-        except TimeoutError:  # before OSError: TimeoutError is one
-            await self.aclose()
-            raise UpstreamTimeout("the replica stopped sending") from None
         except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
             await self.aclose()
+            if self._deadline.expired:
+                raise UpstreamTimeout("the replica stopped sending") from None
             raise UpstreamError(f"{type(exc).__name__}: {exc}") from None
         self._done = True
         await self.aclose()
 
-    async def _chunk(self, reader: asyncio.StreamReader) -> bytes:
-        line = await self._read(reader.readuntil(_LINE_END))
-        size = int(line.split(b";", 1)[0], 16)
-        if size == 0:
-            while await self._read(reader.readuntil(_LINE_END)) != _LINE_END:
-                pass  # trailer fields
-            return b""
-        data = await self._read(reader.readexactly(size + 2))
-        return data[:-2]
-
     async def _read(self, pending: Awaitable[bytes]) -> bytes:
-        async with asyncio.timeout(self._timeout):
+        deadline = self._deadline
+        deadline.begin()
+        try:
             return await pending
+        finally:
+            deadline.end()
 
     async def aclose(self) -> None:
         """Give the connection back (body fully read, keep-alive) or close it. Idempotent.
@@ -134,6 +248,7 @@ class UpstreamResponse:
         connection, self._connection = self._connection, None
         if connection is None:
             return
+        self._deadline.cancel()
         reusable = self._done and self.headers.get("connection", "").lower() != "close"
         if reusable:
             self._pool._give_back(self._origin, connection)
@@ -223,30 +338,37 @@ class UpstreamPool:
     async def _exchange(
         self, origin: tuple[str, int], connection: _Connection, request: bytes
     ) -> UpstreamResponse:
+        deadline = _ReadDeadline(self.read_timeout_s, connection.close)
         try:
             connection.writer.write(request)
-            async with asyncio.timeout(self.read_timeout_s):
-                head = await connection.reader.readuntil(_HEAD_END)
+            deadline.begin()
+            head = await connection.reader.readuntil(_HEAD_END)
+            deadline.end()
         except asyncio.IncompleteReadError as exc:
+            deadline.cancel()
             connection.close()
+            if deadline.expired:
+                raise UpstreamTimeout("the replica sent no answer in time") from None
             if exc.partial:
                 raise UpstreamError("the replica closed the connection mid-answer") from None
             raise UpstreamConnectError("the replica closed the connection") from None
-        except TimeoutError:  # before OSError: TimeoutError is one
-            connection.close()
-            raise UpstreamTimeout("the replica sent no answer in time") from None
         except (OSError, asyncio.LimitOverrunError) as exc:
+            deadline.cancel()
             connection.close()
+            if deadline.expired:
+                raise UpstreamTimeout("the replica sent no answer in time") from None
             raise UpstreamConnectError(f"{type(exc).__name__}: {exc}") from None
         except BaseException:  # cancelled while waiting: the answer will never be read
+            deadline.cancel()
             connection.close()
             raise
         try:
             status, headers = _parse_head(head)
         except UpstreamError:
+            deadline.cancel()
             connection.close()
             raise
-        return UpstreamResponse(self, origin, connection, status, headers, self.read_timeout_s)
+        return UpstreamResponse(self, origin, connection, status, headers, deadline)
 
 
 def _parse_head(head: bytes) -> tuple[int, dict[str, str]]:

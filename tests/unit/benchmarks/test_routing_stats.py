@@ -5,35 +5,10 @@ from routing_stats import (
     CacheCounters,
     RequestSample,
     cache_counters,
-    percentile,
     render_table,
     summarize,
     ttft_ratio,
 )
-
-
-@pytest.mark.parametrize(
-    ("values", "q", "expected"),
-    [
-        ([1.0, 2.0, 3.0, 4.0], 50, 2.5),
-        ([1.0, 2.0, 3.0, 4.0], 0, 1.0),
-        ([1.0, 2.0, 3.0, 4.0], 100, 4.0),
-        ([4.0, 1.0, 3.0, 2.0], 90, 3.7),
-        ([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0], 99, 10.9),
-        ([7.0], 99, 7.0),
-    ],
-)
-def test_percentile_interpolates_linearly_like_numpy(
-    values: list[float], q: float, expected: float
-) -> None:
-    assert percentile(values, q) == pytest.approx(expected)
-
-
-def test_percentile_refuses_nonsense() -> None:
-    with pytest.raises(ValueError, match="no values"):
-        percentile([], 50)
-    with pytest.raises(ValueError, match="q must"):
-        percentile([1.0], 101)
 
 
 def ok(ttft: float, latency: float, tokens: int = 8) -> RequestSample:

@@ -97,6 +97,14 @@ def test_prompts_the_bytes_cannot_bound_take_the_context() -> None:
     assert bound(template, "chat", 8192) == 8192
 
 
+def test_content_parts_of_any_shape_take_the_context_never_a_500() -> None:
+    """Found by the fuzz run: a part whose ``type`` was an object crashed the bound (500)."""
+    for part in ({"type": {}}, {"type": ["text"]}, {"type": None}, {}, "text", 3):
+        message = {"role": "user", "content": [part]}
+        body = {"model": MODEL, "max_tokens": 1, "messages": [message]}
+        assert bound(body, "chat", 8192) == 8192, part
+
+
 def test_the_bound_never_exceeds_what_the_context_allows() -> None:
     demand = TokenDemand(prompts=(10**9, None, 5), choices=2, max_tokens=10**9)
     assert demand.bound(1000) == 3 * 2 * 1000

@@ -106,6 +106,8 @@ def test_invalid_values_name_their_parameter(body: dict[str, Any], param: str) -
         ({"prompt": {"id": "pmpt_1"}}, "prompt"),
         ({"truncation": "auto"}, "truncation"),
         ({"include": ["file_search_call.results"]}, "include[0]"),
+        ({"include": [{}]}, "include[0]"),  # unhashable: was a 500 (found by the fuzz run)
+        ({"include": ["reasoning.encrypted_content", ["x"]]}, "include[1]"),
         ({"top_logprobs": 3}, "top_logprobs"),
         ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input[0].type"),
         ({"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]},

@@ -53,6 +53,7 @@ def open_runner(gguf: Path, args: ReplicaArgs) -> LlamaRunner:
         max_model_len=args.max_model_len,
         max_num_seqs=args.max_num_seqs,
         threads=args.threads,
+        resident_seqs=args.prefix_cache_sequences,
     )
     return LlamaRunner(config)
 

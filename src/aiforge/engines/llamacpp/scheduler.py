@@ -15,10 +15,10 @@ KV cache. This scheduler decides, step by step, which tokens go into that batch:
 With a prefix cache (:mod:`aiforge.engines.prefix_cache`) there are ``max_num_seqs +
 max_entries`` sequence ids. A sequence that leaves keeps its KV as a resident entry under
 its id; a joining sequence whose prompt starts like an entry either *adopts* that id
-(when it reuses all of the entry, or no other id is to be had; the entry's tail past the
-match is cut) or gets another id and a :class:`CopyPrefix` of the matched positions, then
-prefills only the rest. Ids of evicted entries are cleared like those of finished
-sequences. Every KV change is in :attr:`StepPlan.memory`, in the order it must run.
+(when it reuses all of the entry) or gets another id and a :class:`CopyPrefix` of the
+matched positions (the entry stays for others), then prefills only the rest. Ids of
+evicted entries are cleared like those of finished sequences. Every KV change is in
+:attr:`StepPlan.memory`, in the order it must run.
 
 The loop calls :meth:`BatchScheduler.schedule`, decodes the plan, samples one token for
 each entry of :attr:`StepPlan.sample` and feeds them back via
@@ -180,7 +180,9 @@ class BatchScheduler:
         self.max_batch_tokens = max_batch_tokens
         self.max_num_seqs = max_num_seqs
         self._cache = prefix_cache
-        self.num_seq_ids = max_num_seqs + (prefix_cache.max_entries if prefix_cache else 0)
+        self.num_seq_ids = max_num_seqs + (
+            prefix_cache.max_entries if prefix_cache is not None else 0
+        )
         self._free_ids: list[int] = list(range(self.num_seq_ids - 1, -1, -1))
         self._waiting: deque[SequenceSpec] = deque()
         self._running: dict[str, _Sequence] = {}
@@ -334,13 +336,12 @@ class BatchScheduler:
             assert seq_id is not None  # fewer than max_num_seqs run: an id is free or evictable
             return _Sequence(spec, seq_id)
         assert self._cache is not None
-        copy_to = None if match.covers_entry else self._take_id(keep=match.location)
-        if copy_to is None:  # adopt the entry's id: nothing of it is lost, or no id is free
+        if match.covers_entry:  # adopt the entry's id: the new sequence holds it all, and more
             self._cache.take(match.location)
-            if not match.covers_entry:
-                self._memory.append(KeepPrefix(match.location, match.length))
             seq_id = match.location
-        else:
+        else:  # copy, so the entry stays for other prompts that share it
+            copy_to = self._take_id(keep=match.location)
+            assert copy_to is not None  # ids outnumber running sequences plus entries
             self._memory.append(CopyPrefix(match.location, copy_to, match.length))
             seq_id = copy_to
         return _Sequence(spec, seq_id, num_computed=match.length, num_cached=match.length)

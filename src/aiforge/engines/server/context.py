@@ -42,6 +42,10 @@ class ReplicaContext:
             max_output_chars=2 * self.limits.max_prompt_chars + (1 << 16),
         )
         self.templates = ChatTemplates(self.tokenizer, render)
+        # aiforge's own engines count prefix-cache hits; other TokenEngines need not.
+        prefix_cache_stats = getattr(self.engine, "prefix_cache_stats", None)
+        if callable(prefix_cache_stats):
+            self.metrics.watch_prefix_cache(prefix_cache_stats)
 
     def check_model(self, model: str) -> None:
         if model != self.served_model_name:

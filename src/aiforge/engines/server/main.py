@@ -19,6 +19,7 @@ from transformers import PreTrainedTokenizerBase
 
 from aiforge.config import Settings
 from aiforge.engines.core import TokenEngine
+from aiforge.engines.prefix_cache import DEFAULT_PREFIX_CACHE_SEQUENCES
 from aiforge.engines.server.app import create_replica_app
 from aiforge.engines.server.context import ReplicaContext
 from aiforge.engines.server.limits import RequestLimits
@@ -41,12 +42,16 @@ class ReplicaArgs:
     embedding: bool = False
     reranker: bool = False
     max_body_bytes: int = 8 * 1024 * 1024
+    prefix_cache_sequences: int = DEFAULT_PREFIX_CACHE_SEQUENCES
+    """Finished sequences whose KV the engine keeps for prompts sharing a prefix; 0: off."""
 
 
 BuildEngine = Callable[[ReplicaArgs], Awaitable[tuple[TokenEngine, PreTrainedTokenizerBase]]]
 
 
-def parse_args(argv: Sequence[str] | None) -> ReplicaArgs:
+def parse_args(argv: Sequence[str] | None, settings: Settings | None = None) -> ReplicaArgs:
+    """The replica's flags; ``settings`` gives the defaults of those it shares with them."""
+    settings = settings or Settings()
     parser = argparse.ArgumentParser(description="Serve one model replica behind the OpenAI API.")
     parser.add_argument("--model", required=True, type=Path, help="model directory or file")
     parser.add_argument("--served-model-name", help="name clients use (default: the model's)")
@@ -61,7 +66,22 @@ def parse_args(argv: Sequence[str] | None) -> ReplicaArgs:
         "--reranker", action="store_true", help="a yes/no reranker: serve /v1/rerank, /v1/score"
     )
     parser.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024)
+    parser.add_argument(
+        "--no-prefix-cache",
+        dest="prefix_cache",
+        action="store_false",
+        default=settings.prefix_cache,
+        help="compute every prompt whole (aiforge's engines reuse shared prefixes' KV)",
+    )
+    parser.add_argument(
+        "--prefix-cache-sequences",
+        type=int,
+        default=settings.prefix_cache_sequences,
+        help="finished sequences whose KV stays resident for reuse (the memory bound)",
+    )
     ns = parser.parse_args(argv)
+    if ns.prefix_cache_sequences < 1:
+        parser.error("--prefix-cache-sequences must be at least 1")
     return ReplicaArgs(
         model=ns.model,
         served_model_name=ns.served_model_name or ns.model.name,
@@ -74,6 +94,7 @@ def parse_args(argv: Sequence[str] | None) -> ReplicaArgs:
         embedding=ns.embedding,
         reranker=ns.reranker,
         max_body_bytes=ns.max_body_bytes,
+        prefix_cache_sequences=ns.prefix_cache_sequences if ns.prefix_cache else 0,
     )
 
 
@@ -84,8 +105,9 @@ def run_replica(argv: Sequence[str] | None, build_engine: BuildEngine) -> None:
     settings in the environment it inherits from whoever started it.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    limits = RequestLimits.from_settings(Settings())
-    asyncio.run(serve_replica(parse_args(argv), build_engine, limits=limits))
+    settings = Settings()
+    limits = RequestLimits.from_settings(settings)
+    asyncio.run(serve_replica(parse_args(argv, settings), build_engine, limits=limits))
 
 
 async def serve_replica(

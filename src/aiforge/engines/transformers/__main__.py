@@ -29,6 +29,7 @@ async def build_engine(args: ReplicaArgs) -> tuple[TokenEngine, Any]:
         threads=args.threads,
         embedding=True if args.embedding else None,
         reranker=True if args.reranker else None,
+        prefix_cache_sequences=args.prefix_cache_sequences,
     )
     return engine, engine.tokenizer
 

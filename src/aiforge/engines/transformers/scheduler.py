@@ -17,10 +17,12 @@ long prompt cannot stall everyone else's decoding for more than one chunk.
 Prefix caching (:mod:`aiforge.engines.prefix_cache`, when the scheduler is given one): the
 cache has ``max_num_seqs + max_entries`` rows. A sequence that leaves keeps its row's KV
 *resident* (an entry of the prefix cache) in a row no running sequence uses. A joining
-sequence whose prompt starts like an entry reuses that KV: it *adopts* the entry's row in
-place when that is the row it joins at (``n``, no copy), else a :class:`SlotMove` copies
-the matched prefix into its row; it then prefills only the rest. An entry in the way of a
-running row (compaction, a join) is moved to a free row, or evicted when none is free.
+sequence whose prompt starts like an entry reuses that KV: when the entry sits in the row
+it joins at (``n``) the prefix is used in place (no copy; an entry it does not wholly
+reuse is first copied to a free row, so it stays for other prompts), else a
+:class:`SlotMove` copies the matched prefix into its row; it then prefills only the
+rest. An entry in the way of a running row (compaction, a join) is moved to a free row,
+or evicted when none is free.
 Every copy is a :class:`SlotMove`, applied in order before the step's forward passes.
 """
 
@@ -174,7 +176,9 @@ class Scheduler:
         self.max_num_seqs = max_num_seqs
         self.max_prefill_tokens = max_prefill_tokens
         self._cache = prefix_cache
-        self.num_slots = max_num_seqs + (prefix_cache.max_entries if prefix_cache else 0)
+        self.num_slots = max_num_seqs + (
+            prefix_cache.max_entries if prefix_cache is not None else 0
+        )
         """Rows of the KV cache: running sequences plus resident entries."""
         self._waiting: deque[SequenceState] = deque()
         self._by_slot: dict[int, SequenceState] = {}
@@ -374,7 +378,10 @@ class Scheduler:
             match = self._cache.lookup(seq.prompt_token_ids, prefer=slot)
         if match is not None and match.location == slot:
             assert self._cache is not None
-            self._cache.take(slot)
+            if match.covers_entry:  # adopt: the new sequence holds all of it, and more
+                self._cache.take(slot)
+            else:  # the prefix stays in place; the entry's copy moves on, room allowing
+                moves.extend(self._vacate(slot, floor=slot + 1))
         else:
             keep = None if match is None else match.location
             moves.extend(self._vacate(slot, floor=slot + 1, keep=keep))

@@ -20,8 +20,9 @@ router = APIRouter(tags=["Operations"])
 
 @router.get("/health", summary="Gateway, deployment and replica states")
 async def health(request: Request) -> Response:
-    """200 while every deployment has a ready replica (``degraded`` when some replicas are
-    not ready), 503 when some deployment has none."""
+    """200 while every deployment that wants replicas has a ready one (``degraded`` when
+    some replicas are not ready), 503 when some has none. A deployment scaled to zero (or
+    undeployed) wants none, so it never makes the gateway unavailable."""
     directory: ReplicaDirectory = request.app.state.directory
     fleet: FleetStatus | None = request.app.state.fleet_status
     deployments = fleet() if fleet is not None else []
@@ -32,13 +33,22 @@ async def health(request: Request) -> Response:
 
 
 def _overall(directory: ReplicaDirectory, deployments: list[dict[str, object]]) -> tuple[str, int]:
-    names = directory.models()
+    idle = {d.get("name") for d in deployments if _wants_no_replica(d)}
+    names = [name for name in directory.models() if name not in idle]
     if not names or any(directory.ready_count_of(name) == 0 for name in names):
         return "unavailable", 503
     replicas = [r for d in deployments for r in _replicas(d)]
     if all(r.get("state") == "ready" for r in replicas):
         return "ok", 200
     return "degraded", 200
+
+
+def _wants_no_replica(deployment: dict[str, object]) -> bool:
+    """Scaled to zero on purpose (no replicas, nothing to attach to), or undeployed."""
+    if deployment.get("undeployed") is True:
+        return True
+    spec = deployment.get("spec")
+    return isinstance(spec, dict) and spec.get("replicas") == 0 and not spec.get("endpoints")
 
 
 def _replicas(deployment: dict[str, object]) -> list[dict[str, object]]:

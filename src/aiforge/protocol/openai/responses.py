@@ -296,7 +296,7 @@ def refuse_unsupported(data: dict[str, Any]) -> None:
     include = data.get("include")
     if isinstance(include, list):
         for index, value in enumerate(include):
-            if value not in SUPPORTED_INCLUDES:
+            if not isinstance(value, str) or value not in SUPPORTED_INCLUDES:
                 raise invalid_param(
                     f"include value {value!r} is not supported.",
                     f"include[{index}]",

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
+from aiforge.engines.core import TokenEvent
 from aiforge.engines.llamacpp.scheduler import (
     BatchScheduler,
     BatchToken,
+    CopyPrefix,
+    KeepPrefix,
     SampledOutput,
     SequenceSpec,
     StepPlan,
 )
+from aiforge.engines.prefix_cache import PrefixCache, PrefixCacheStats
 
 EOS = 99
 
@@ -152,3 +158,140 @@ def test_add_rejects_what_cannot_run(prompt: list[int], max_tokens: int, message
 def test_batch_budget_must_fit_one_token_per_sequence() -> None:
     with pytest.raises(ValueError, match="max_batch_tokens"):
         BatchScheduler(max_num_seqs=8, max_batch_tokens=4, max_model_len=64)
+
+
+# -- prefix caching -------------------------------------------------------------------
+
+BLOCK = 4
+
+
+class _FakeMemory:
+    """llama.cpp's KV as the scheduler sees it: each sequence id's tokens by position,
+    checked the way llama_decode checks them (a sequence's positions stay consecutive)."""
+
+    def __init__(self, num_seq_ids: int) -> None:
+        self.seqs: list[list[int]] = [[] for _ in range(num_seq_ids)]
+
+    def apply(self, plan: StepPlan) -> None:
+        for op in plan.memory:
+            if isinstance(op, CopyPrefix):
+                assert self.seqs[op.dst] == [], "copies go into an empty sequence"
+                assert len(self.seqs[op.src]) >= op.length
+                self.seqs[op.dst] = self.seqs[op.src][: op.length]
+            else:
+                del self.seqs[op.seq_id][op.length :]
+        for token in plan.tokens:
+            assert token.position == len(self.seqs[token.seq_id]), "positions consecutive"
+            self.seqs[token.seq_id].append(token.token_id)
+
+
+def _cached(max_num_seqs: int, entries: int, batch: int = 64) -> BatchScheduler:
+    cache = PrefixCache(max_entries=entries, block_size=BLOCK)
+    return BatchScheduler(
+        max_num_seqs=max_num_seqs, max_batch_tokens=batch, max_model_len=256, prefix_cache=cache
+    )
+
+
+def _check(sched: BatchScheduler, memory: _FakeMemory) -> None:
+    for seq in sched._running.values():
+        expected = [*seq.spec.prompt_token_ids, *seq.output][: seq.num_computed]
+        assert memory.seqs[seq.seq_id] == expected
+    cache = sched._cache
+    assert cache is not None
+    assert len(cache) <= cache.max_entries
+    running = set(sched.running_seq_ids().values())
+    for loc in cache.locations():
+        assert loc not in running
+        assert tuple(memory.seqs[loc]) == cache._entries[loc].tokens
+
+
+def _step(sched: BatchScheduler, memory: _FakeMemory, token: int) -> list[TokenEvent]:
+    plan = sched.schedule()
+    memory.apply(plan)
+    events = sched.update_from_output(sampler(plan, token))
+    _check(sched, memory)
+    return [e.event for e in events]
+
+
+def test_a_second_turn_adopts_the_first_turn_sequence() -> None:
+    sched = _cached(max_num_seqs=2, entries=2)
+    memory = _FakeMemory(sched.num_seq_ids)
+    turn1 = list(range(10))
+    sched.add(spec("t1", turn1, max_tokens=3))
+    for _ in range(3):
+        _step(sched, memory, token=50)
+    sched.add(spec("t2", [*turn1, 50, 50, 50, 7]))
+    plan = sched.schedule()
+    assert plan.memory == ()  # the whole entry is reused under its own id: nothing to do
+    assert [(t.seq_id, t.position, t.token_id) for t in plan.tokens] == [
+        (0, 12, 50),
+        (0, 13, 7),
+    ]
+    memory.apply(plan)
+    (event,) = [e.event for e in sched.update_from_output(sampler(plan))]
+    assert event.cached_prompt_tokens == 12
+
+
+def test_a_partial_match_copies_and_keeps_the_entry() -> None:
+    sched = _cached(max_num_seqs=2, entries=2)
+    memory = _FakeMemory(sched.num_seq_ids)
+    system = list(range(8))
+    sched.add(spec("a", [*system, 1, 1], max_tokens=1))
+    _step(sched, memory, token=5)
+    sched.add(spec("b", [*system, 2, 2], max_tokens=1))
+    plan = sched.schedule()
+    assert plan.memory == (CopyPrefix(src=0, dst=1, length=8),)
+    memory.apply(plan)
+    (event,) = [e.event for e in sched.update_from_output(sampler(plan))]
+    assert event.cached_prompt_tokens == 8
+    _check(sched, memory)
+    assert sched.prefix_cache_stats() == PrefixCacheStats(
+        queries=2, hits=1, queried_tokens=20, hit_tokens=8, entries=2, max_entries=2
+    )
+
+
+def test_eviction_clears_the_evicted_sequence_before_its_id_is_reused() -> None:
+    sched = _cached(max_num_seqs=1, entries=1)
+    memory = _FakeMemory(sched.num_seq_ids)
+    sched.add(spec("a", list(range(8)), max_tokens=1))
+    _step(sched, memory, token=5)
+    sched.add(spec("b", list(range(100, 108)), max_tokens=1))
+    _step(sched, memory, token=5)  # b runs under the free id; its entry evicts a's
+    sched.add(spec("c", list(range(200, 208)), max_tokens=1))
+    plan = sched.schedule()
+    assert plan.memory == (KeepPrefix(0, 0),)  # a's id was free; nothing of b is lost
+    memory.apply(plan)
+
+
+def test_clearing_releases_every_entry() -> None:
+    sched = _cached(max_num_seqs=1, entries=2)
+    memory = _FakeMemory(sched.num_seq_ids)
+    sched.add(spec("a", list(range(8)), max_tokens=1))
+    _step(sched, memory, token=5)
+    sched.clear_prefix_cache()
+    plan = sched.schedule()
+    assert plan.released_seq_ids == (0,)
+    assert BatchScheduler(max_num_seqs=1, max_batch_tokens=8, max_model_len=8).num_seq_ids == 1
+
+
+@pytest.mark.parametrize(("max_num_seqs", "entries", "batch"), [(1, 1, 64), (3, 1, 8), (3, 4, 12)])
+def test_random_traffic_keeps_every_sequence_exact(
+    max_num_seqs: int, entries: int, batch: int
+) -> None:
+    """Requests sharing prefixes join, finish and abort at random; after every step each
+    running sequence and each resident entry holds exactly its tokens, and reuse happens."""
+    rng = random.Random(max_num_seqs * 100 + entries)
+    sched = _cached(max_num_seqs, entries, batch)
+    memory = _FakeMemory(sched.num_seq_ids)
+    prefixes = [[rng.randrange(1000) for _ in range(rng.randrange(4, 20))] for _ in range(3)]
+    cached = 0
+    for i in range(300):
+        if rng.random() < 0.6:
+            tail = [rng.randrange(1000) for _ in range(rng.randrange(1, 6))]
+            sched.add(spec(f"r{i}", [*rng.choice(prefixes), *tail], rng.randrange(1, 6)))
+        running = list(sched.running_seq_ids())
+        if rng.random() < 0.05 and running:
+            sched.abort(rng.choice(running))
+            _check(sched, memory)
+        cached += sum(e.cached_prompt_tokens for e in _step(sched, memory, rng.randrange(1000)))
+    assert cached > 0

@@ -5,7 +5,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
+from aiforge.config import Settings
 from aiforge.engines.base import ReplicaSpec
+from aiforge.engines.server.main import parse_args
 from aiforge.engines.transformers import TransformersEngine
 
 
@@ -47,3 +51,15 @@ def test_optional_flags_are_left_out(tmp_path: Path) -> None:
     assert "--max-model-len" not in plan.argv
     assert "--threads" not in plan.argv
     assert "--embedding" not in plan.argv
+
+
+def test_replica_flags_and_settings_size_or_disable_the_prefix_cache(tmp_path: Path) -> None:
+    base = ["--model", str(tmp_path)]
+    assert parse_args(base, Settings()).prefix_cache_sequences == 4
+    assert parse_args([*base, "--no-prefix-cache"], Settings()).prefix_cache_sequences == 0
+    sized = parse_args([*base, "--prefix-cache-sequences", "2"], Settings())
+    assert sized.prefix_cache_sequences == 2
+    assert parse_args(base, Settings(prefix_cache=False)).prefix_cache_sequences == 0
+    assert parse_args(base, Settings(prefix_cache_sequences=7)).prefix_cache_sequences == 7
+    with pytest.raises(SystemExit):
+        parse_args([*base, "--prefix-cache-sequences", "0"], Settings())

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
+from aiforge.engines.prefix_cache import PrefixCache
 from aiforge.engines.transformers.scheduler import (
     Scheduler,
     SchedulerOutput,
@@ -152,3 +155,171 @@ def test_abort_all_clears_everything() -> None:
     assert not sched.has_unfinished()
     running = sched.get("a")
     assert running is None or running.status is SequenceStatus.FINISHED
+
+
+# -- prefix caching -------------------------------------------------------------------
+
+BLOCK = 4
+
+
+class _FakeRows:
+    """The KV cache as the scheduler sees it: which token's KV is at each row position."""
+
+    def __init__(self, num_slots: int) -> None:
+        self.rows: list[list[int | None]] = [[] for _ in range(num_slots)]
+
+    def apply(self, out: SchedulerOutput) -> None:
+        for move in out.moves:
+            assert move.src != move.dst
+            self._put(move.dst, 0, self.rows[move.src][: move.length])
+        for chunk in out.prefills:
+            assert len(self.rows[chunk.slot]) >= chunk.start, "a gap before the chunk"
+            self._put(chunk.slot, chunk.start, list(chunk.token_ids))
+        for item in out.decodes:
+            self._put(item.slot, item.position, [item.token_id])
+
+    def _put(self, row: int, start: int, values: list[int | None]) -> None:
+        target = self.rows[row]
+        assert len(values) == 0 or len(target) >= start
+        target[start : start + len(values)] = values
+
+
+def _cached_scheduler(max_num_seqs: int, entries: int, budget: int = 512) -> Scheduler:
+    cache = PrefixCache(max_entries=entries, block_size=BLOCK)
+    return Scheduler(max_num_seqs=max_num_seqs, max_prefill_tokens=budget, prefix_cache=cache)
+
+
+def _check_rows(sched: Scheduler, rows: _FakeRows) -> None:
+    """Every running sequence's row and every resident entry's row hold their tokens."""
+    running = {seq.slot for seq in sched._by_slot.values()}
+    for seq in sched._by_slot.values():
+        assert seq.slot is not None
+        expected = seq.computed_token_ids()
+        assert rows.rows[seq.slot][: len(expected)] == expected
+    cache = sched._cache
+    assert cache is not None
+    assert len(cache) <= cache.max_entries
+    for loc in cache.locations():
+        assert loc not in running
+        entry = cache._entries[loc].tokens
+        assert tuple(rows.rows[loc][: len(entry)]) == entry
+
+
+def _step(sched: Scheduler, rows: _FakeRows, token: int) -> list[StepEvent]:
+    out = sched.schedule()
+    running = {seq.slot for seq in sched._by_slot.values()}
+    assert running == set(range(sched.num_running)), "running rows are dense"
+    rows.apply(out)
+    sampled = {c.request_id: token for c in out.prefills if c.is_last}
+    sampled.update({d.request_id: token for d in out.decodes})
+    events = sched.update_from_output(out, sampled)
+    _check_rows(sched, rows)
+    return events
+
+
+def test_a_second_turn_adopts_the_first_turn_row_in_place() -> None:
+    sched = _cached_scheduler(max_num_seqs=2, entries=2)
+    rows = _FakeRows(sched.num_slots)
+    turn1 = list(range(10))
+    sched.add("t1", turn1, _stop(max_tokens=3))
+    for _ in range(3):
+        _step(sched, rows, token=50)
+    assert sched.num_running == 0
+    # Turn 2: turn 1's prompt, its answer (2 of 3 answer tokens have KV), a new message.
+    turn2 = [*turn1, 50, 50, 50, 7, 8]
+    sched.add("t2", turn2, _stop(max_tokens=2))
+    out = sched.schedule()
+    assert out.moves == ()  # same row: adopted, nothing copied
+    assert [(c.slot, c.start, c.token_ids) for c in out.prefills] == [(0, 12, (50, 7, 8))]
+    rows.apply(out)
+    events = sched.update_from_output(out, {"t2": 1})
+    assert events[0].cached_tokens == 12
+    _check_rows(sched, rows)
+
+
+def test_a_prefix_held_in_another_row_is_copied_and_the_entry_kept() -> None:
+    sched = _cached_scheduler(max_num_seqs=2, entries=2)
+    rows = _FakeRows(sched.num_slots)
+    system = list(range(8))
+    sched.add("a", [*system, 1, 1], _stop(max_tokens=1))
+    sched.add("b", [*system, 2, 2], _stop(max_tokens=20))
+    _step(sched, rows, token=5)  # a finishes at row 0; b runs on (moved to row 0 next)
+    out = sched.schedule()
+    # a's entry leaves row 0 for a free row before b takes row 0.
+    assert out.moves == (SlotMove(0, 3, 10), SlotMove(1, 0, 10))
+    rows.apply(out)
+    sched.update_from_output(out, {"b": 5})
+    _check_rows(sched, rows)
+    sched.add("c", [*system, 3, 3, 3], _stop(max_tokens=1))
+    out = sched.schedule()
+    # b is running in row 0, c joins at row 1 with the system prompt copied from a's row 3.
+    assert out.moves == (SlotMove(3, 1, 8),)
+    assert [(c.request_id, c.slot, c.start) for c in out.prefills] == [("c", 1, 8)]
+    rows.apply(out)
+    events = sched.update_from_output(out, {"b": 5, "c": 5})
+    assert {e.request_id: e.cached_tokens for e in events} == {"b": 0, "c": 8}
+    _check_rows(sched, rows)
+
+
+def test_images_neither_reuse_nor_leave_kv() -> None:
+    sched = _cached_scheduler(max_num_seqs=1, entries=1)
+    rows = _FakeRows(sched.num_slots)
+    prompt = list(range(12))
+    sched.add("img", prompt, _stop(max_tokens=1), cacheable=False)
+    _step(sched, rows, token=5)
+    sched.add("text", prompt, _stop(max_tokens=1))
+    out = sched.schedule()
+    assert out.prefills[0].start == 0
+    stats = sched.prefix_cache_stats()
+    assert stats is not None
+    assert (stats.queries, stats.hits, stats.entries) == (1, 0, 0)
+
+
+def test_clearing_forgets_every_entry() -> None:
+    sched = _cached_scheduler(max_num_seqs=1, entries=1)
+    rows = _FakeRows(sched.num_slots)
+    sched.add("a", list(range(12)), _stop(max_tokens=1))
+    _step(sched, rows, token=5)
+    sched.clear_prefix_cache()
+    sched.add("b", list(range(12)), _stop(max_tokens=1))
+    assert sched.schedule().prefills[0].start == 0
+    assert Scheduler(max_num_seqs=1).prefix_cache_stats() is None
+
+
+@pytest.mark.parametrize(("max_num_seqs", "entries", "budget"), [(1, 1, 512), (3, 1, 6), (3, 4, 9)])
+def test_random_traffic_keeps_every_row_exact(max_num_seqs: int, entries: int, budget: int) -> None:
+    """Sequences sharing prefixes join, finish and abort at random; after every step each
+    running row and each resident entry holds exactly its tokens, and reuse happens."""
+    rng = random.Random(max_num_seqs * 100 + entries)
+    sched = _cached_scheduler(max_num_seqs, entries, budget)
+    rows = _FakeRows(sched.num_slots)
+    prefixes = [[rng.randrange(1000) for _ in range(rng.randrange(4, 20))] for _ in range(3)]
+    cached = 0
+    for i in range(120):
+        if rng.random() < 0.4:
+            prompt = [
+                *rng.choice(prefixes),
+                *(rng.randrange(1000) for _ in range(rng.randrange(1, 6))),
+            ]
+            sched.add(f"r{i}", prompt, _stop(max_tokens=rng.randrange(1, 6)))
+        if rng.random() < 0.05 and sched.num_running:
+            victim = rng.choice(list(sched._by_slot.values()))
+            sched.abort(victim.request_id)
+        events = _step(sched, rows, token=rng.randrange(1000))
+        cached += sum(e.cached_tokens for e in events)
+    assert cached > 0
+
+
+def test_a_partial_match_in_the_joining_row_is_used_in_place_and_the_entry_moves_on() -> None:
+    sched = _cached_scheduler(max_num_seqs=2, entries=2)
+    rows = _FakeRows(sched.num_slots)
+    system = list(range(8))
+    sched.add("warm", [*system, 1, 1], _stop(max_tokens=1))
+    _step(sched, rows, token=5)
+    sched.add("b", [*system, 2, 2], _stop(max_tokens=1))
+    out = sched.schedule()
+    assert out.moves == (SlotMove(0, 3, 10),)  # the entry is copied away, b keeps row 0
+    assert [(c.slot, c.start) for c in out.prefills] == [(0, 8)]
+    rows.apply(out)
+    sched.update_from_output(out, {"b": 5})
+    _check_rows(sched, rows)

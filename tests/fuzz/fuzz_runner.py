@@ -25,6 +25,7 @@ from fuzz_support import (
     bounded_costs,
     described_for_fuzzing,
     error_envelope_problem,
+    only_operations,
     shielded,
     stream_problem,
     without_replicas,
@@ -42,6 +43,9 @@ different run by hand."""
 MAX_TIME_S = int(os.environ.get("AIFORGE_FUZZ_MAX_TIME_S", "480"))
 """A guard, not the bound: a run that reaches it fails (operations were left untested)."""
 REQUEST_TIMEOUT_S = 60.0
+OPERATIONS = os.environ.get("AIFORGE_FUZZ_OPERATIONS")
+"""A regular expression: only the operations whose ``METHOD /path`` it matches are fuzzed
+(to rerun one that failed); unset, all of them."""
 DEPLOYMENTS_PATH = f"{ADMIN_PREFIX}v1/deployments"
 
 
@@ -156,7 +160,7 @@ def load_schema(
     ``real_path_parameters`` (ids of resources that exist)."""
     raw = httpx.get(f"{server_url}/openapi.json", timeout=30).json()
     schema = schemathesis.openapi.from_dict(
-        described_for_fuzzing(raw, served_model=served_model),
+        only_operations(described_for_fuzzing(raw, served_model=served_model), OPERATIONS),
         config=config(server_url, headers_by_prefix),
     )
     real = dict(real_path_parameters)

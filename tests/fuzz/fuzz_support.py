@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
 V1_PREFIX = "/v1/"
 ADMIN_PREFIX = "/admin/"
+HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
 
 COST_CAPS: Mapping[str, int] = {
     "max_tokens": 8,
@@ -62,6 +64,24 @@ def described_for_fuzzing(spec: Mapping[str, Any], *, served_model: str) -> dict
                 model.clear()
                 model.update({"type": "string", "enum": [served_model]})
     return described
+
+
+def only_operations(spec: dict[str, Any], pattern: str | None) -> dict[str, Any]:
+    """``spec`` with only the operations whose ``METHOD /path`` ``pattern`` matches
+    (searched, case-insensitively); all of them when ``pattern`` is ``None``."""
+    if pattern is None:
+        return spec
+    wanted = re.compile(pattern, re.IGNORECASE)
+    paths = {
+        path: {
+            method: operation
+            for method, operation in item.items()
+            if method.lower() not in HTTP_METHODS or wanted.search(f"{method.upper()} {path}")
+        }
+        for path, item in spec.get("paths", {}).items()
+    }
+    kept = {path: item for path, item in paths.items() if set(item) & HTTP_METHODS}
+    return {**spec, "paths": kept}
 
 
 def _resolved(schema: Mapping[str, Any], schemas: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -65,6 +65,7 @@ from aiforge.gateway.request import (
     check_content_type,
     client_closed,
     parse_request,
+    pick_headers,
     read_body,
 )
 from aiforge.gateway.request_id import scope_request_id
@@ -120,8 +121,12 @@ async def _cancel_when_left(
         task.cancel()
 
 
+WATCH_AFTER_S = 0.005
+"""How long a request waits for its answer before the gateway watches for its client leaving."""
 _READ_HEADERS = (*FORWARDED_HEADERS, SESSION_HEADER)
 """The client headers the request path reads after admission (not a copy of all of them)."""
+_HANDLED_HEADERS = frozenset({"authorization", "content-type", *_READ_HEADERS})
+"""Every header :meth:`OpenAIHandler.handle` reads, picked in one pass."""
 _PREFIX_POLICIES = frozenset({"prefix_affinity"})
 """Policies that read the conversation prefix (computed only for them)."""
 Interruption = Literal["client_left", "shutting_down"]
@@ -195,8 +200,11 @@ class OpenAIHandler:
 
     def authenticate(self, request: Request) -> Principal:
         """The caller, or a 401/403 :class:`OpenAIError`."""
+        return self._authenticate(request.headers.get("authorization"))
+
+    def _authenticate(self, authorization: str | None) -> Principal:
         try:
-            return self.authenticator.authenticate(request.headers.get("authorization"))
+            return self.authenticator.authenticate(authorization)
         except AuthError as exc:
             kind = "invalid_request_error" if exc.status == 401 else "permission_error"
             raise OpenAIError(
@@ -213,13 +221,14 @@ class OpenAIHandler:
 
     async def handle(self, request: Request, kind: RequestKind, path: str) -> Response:
         """Answer one inference request (``path`` is the replica route, e.g. ``/v1/embeddings``)."""
-        principal = self.authenticate(request)
+        headers = pick_headers(request.scope["headers"], _HANDLED_HEADERS)
+        principal = self._authenticate(headers.get("authorization"))
         call = self._open_call(principal, kind, path, scope_request_id(request.scope))
         try:
             self._refuse_if_draining()
-            check_content_type(request.headers.get("content-type"))
+            check_content_type(headers.get("content-type"))
             body = await read_body(request, self.settings.max_body_bytes)
-            parsed = await self._admit(call, body, request.headers)
+            parsed = await self._admit(call, body, headers)
         except OpenAIError as exc:
             await self._refused(call, exc)
             raise
@@ -300,9 +309,11 @@ class OpenAIHandler:
         ``work`` is cancelled — which closes the upstream connection, so the replica aborts
         the request — and the request is recorded as cancelled (499) or shut down (503).
 
-        ``work`` runs in the request's own task; one watcher task waits for ``left`` and
+        ``work`` runs in the request's own task; a watcher task waits for ``left`` and
         cancels it (a cancellation from anywhere else, such as a forced shutdown, is
-        re-raised)."""
+        re-raised). The watcher starts only once the answer has taken
+        :data:`WATCH_AFTER_S`: most of a watcher's cost is starting and stopping it, and an
+        answer ready sooner has left the replica nothing to abort."""
         if self._ending:
             work.close()
             error = shutting_down()
@@ -311,7 +322,12 @@ class OpenAIHandler:
         current = asyncio.current_task()
         assert current is not None
         call.work = current
-        watcher = asyncio.ensure_future(_cancel_when_left(left, call, current))
+        watcher: list[asyncio.Task[None]] = []
+
+        def watch() -> None:
+            watcher.append(asyncio.ensure_future(_cancel_when_left(left, call, current)))
+
+        timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, watch)
         try:
             return await work
         except asyncio.CancelledError:
@@ -321,7 +337,9 @@ class OpenAIHandler:
                                   else client_closed())  # fmt: skip
         finally:
             call.work = None
-            watcher.cancel()
+            timer.cancel()
+            for task in watcher:
+                task.cancel()
 
     async def _proxied(self, call: _Call, parsed: ProxiedRequest) -> Response:
         """Open the answer on a replica and answer (a stream is relayed by the response)."""

@@ -30,6 +30,7 @@ parameter.
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Container, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeGuard
 
@@ -148,6 +149,18 @@ def check_content_type(content_type: str | None) -> None:
         status_code=400,
         code="invalid_content_type",
     )
+
+
+def pick_headers(raw: Iterable[tuple[bytes, bytes]], names: Container[str]) -> dict[str, str]:
+    """The headers named in ``names`` (lower case) from an ASGI scope's raw list, in one pass:
+    the first value of each, decoded as latin-1 — what Starlette's ``Headers.get`` answers,
+    without a scan of the list per name."""
+    picked: dict[str, str] = {}
+    for raw_name, raw_value in raw:
+        name = raw_name.decode("latin-1")
+        if name in names and name not in picked:
+            picked[name] = raw_value.decode("latin-1")
+    return picked
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -19,8 +19,8 @@ bytes (the head, then each read of the body).
 
 Costs, since a stream pays them per event: a chunked body is decoded from whatever one
 socket read brought (:class:`ChunkedDecoder`), not with two awaited reads per chunk, and the
-read timeout is one timer per request (:class:`_ReadDeadline`) that re-arms itself only when
-it fires, not a timer made and cancelled around every read.
+read timeout is one timer per pooled connection (:class:`_ReadDeadline`) that re-arms itself
+only when it fires, not a timer made and cancelled around every read.
 """
 
 from __future__ import annotations
@@ -51,14 +51,22 @@ class UpstreamTimeout(UpstreamError):
 
 
 class _Connection:
-    __slots__ = ("idle_since", "reader", "writer")
+    __slots__ = ("deadline", "idle_since", "reader", "writer")
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, read_timeout_s: float
+    ) -> None:
         self.reader = reader
         self.writer = writer
         self.idle_since = 0.0
+        self.deadline = _ReadDeadline(read_timeout_s, self._close_writer)
+        """Bounds every read on this connection (an expired one is closed, never reused)."""
 
     def close(self) -> None:
+        self.deadline.cancel()
+        self._close_writer()
+
+    def _close_writer(self) -> None:
         with contextlib.suppress(Exception):
             self.writer.close()
 
@@ -121,10 +129,10 @@ class ChunkedDecoder:
 
 
 class _ReadDeadline:
-    """The read timeout of one exchange: while a read is waiting (between :meth:`begin` and
-    :meth:`end`), the replica has ``timeout_s`` to send bytes; when it does not,
+    """The read timeout of one connection: while a read is waiting (between :meth:`begin`
+    and :meth:`end`), the replica has ``timeout_s`` to send bytes; when it does not,
     ``on_expiry`` runs (it closes the connection, so the read ends) and :attr:`expired` is
-    set. One timer per exchange, re-armed only when it fires."""
+    set. One timer for the connection's life, re-armed only when it fires."""
 
     __slots__ = ("_handle", "_loop", "_on_expiry", "_since", "_timeout", "expired")
 
@@ -167,7 +175,6 @@ class UpstreamResponse:
         connection: _Connection,
         status_code: int,
         headers: dict[str, str],
-        deadline: _ReadDeadline,
     ) -> None:
         self.status_code = status_code
         self.headers = headers
@@ -175,7 +182,7 @@ class UpstreamResponse:
         self._pool = pool
         self._origin = origin
         self._connection: _Connection | None = connection
-        self._deadline = deadline
+        self._deadline = connection.deadline
         self._done = False
 
     @property
@@ -248,7 +255,6 @@ class UpstreamResponse:
         connection, self._connection = self._connection, None
         if connection is None:
             return
-        self._deadline.cancel()
         reusable = self._done and self.headers.get("connection", "").lower() != "close"
         if reusable:
             self._pool._give_back(self._origin, connection)
@@ -333,19 +339,18 @@ class UpstreamPool:
             raise UpstreamConnectError("timed out connecting") from None
         except OSError as exc:
             raise UpstreamConnectError(f"{type(exc).__name__}: {exc}") from None
-        return _Connection(reader, writer)
+        return _Connection(reader, writer, self.read_timeout_s)
 
     async def _exchange(
         self, origin: tuple[str, int], connection: _Connection, request: bytes
     ) -> UpstreamResponse:
-        deadline = _ReadDeadline(self.read_timeout_s, connection.close)
+        deadline = connection.deadline
         try:
             connection.writer.write(request)
             deadline.begin()
             head = await connection.reader.readuntil(_HEAD_END)
             deadline.end()
         except asyncio.IncompleteReadError as exc:
-            deadline.cancel()
             connection.close()
             if deadline.expired:
                 raise UpstreamTimeout("the replica sent no answer in time") from None
@@ -353,22 +358,19 @@ class UpstreamPool:
                 raise UpstreamError("the replica closed the connection mid-answer") from None
             raise UpstreamConnectError("the replica closed the connection") from None
         except (OSError, asyncio.LimitOverrunError) as exc:
-            deadline.cancel()
             connection.close()
             if deadline.expired:
                 raise UpstreamTimeout("the replica sent no answer in time") from None
             raise UpstreamConnectError(f"{type(exc).__name__}: {exc}") from None
         except BaseException:  # cancelled while waiting: the answer will never be read
-            deadline.cancel()
             connection.close()
             raise
         try:
             status, headers = _parse_head(head)
         except UpstreamError:
-            deadline.cancel()
             connection.close()
             raise
-        return UpstreamResponse(self, origin, connection, status, headers, deadline)
+        return UpstreamResponse(self, origin, connection, status, headers)
 
 
 def _parse_head(head: bytes) -> tuple[int, dict[str, str]]:

@@ -13,8 +13,10 @@ import httpx
 import orjson
 import pytest
 from gateway_fakes import MODEL, Gateway
+from starlette.datastructures import Headers
 
 from aiforge.gateway.metering import _USAGE_MEMBER, without_usage_member
+from aiforge.gateway.request import pick_headers
 from aiforge.gateway.request_id import HEADER, InferenceFastPath
 from aiforge.gateway.upstream import ChunkedDecoder, UpstreamPool, UpstreamTimeout
 from aiforge.testing.server import running_app
@@ -176,3 +178,13 @@ async def test_a_stream_the_client_leaves_through_the_fast_path_is_metered_once(
     assert len(gateway.usage.events) == 1
     assert len(gateway.admission.settled) == 1
     assert gateway.fleet.directory.in_flight(MODEL, "r0") == 0
+
+
+def test_picked_headers_answer_as_starlette_headers_do() -> None:
+    raw = [(b"host", b"x"), (b"authorization", b"Bearer a"), (b"x-session-id", b"s\xe9"),
+           (b"authorization", b"Bearer b"), (b"traceparent", b"00-1")]  # fmt: skip
+    picked = pick_headers(raw, {"authorization", "x-session-id", "traceparent", "tracestate"})
+    headers = Headers(raw=raw)
+    assert picked == {name: headers[name] for name in ("authorization", "x-session-id",
+                                                       "traceparent")}  # fmt: skip
+    assert picked["authorization"] == "Bearer a"

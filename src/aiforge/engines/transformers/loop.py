@@ -179,10 +179,10 @@ class EngineLoop:
         }
 
     def _execute(self, step: SchedulerOutput) -> None:
-        if not step.has_work:
+        if not step.has_work and not step.moves:
             self._runner.drop(step.freed)
             return
-        result = self._runner.execute(step)
+        result = self._runner.execute(step)  # moves first: the scheduler counts on them
         for request_id, exc in result.failed.items():
             self._scheduler.abort(request_id)
             sink = self._sinks.pop(request_id, None)

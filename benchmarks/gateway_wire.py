@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -124,7 +123,7 @@ async def read_message(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
             chunked = True
     if not chunked:
         return head, (await reader.readexactly(length) if length else b"")
-    parts = []
+    parts: list[bytes] = []
     while True:
         size = int((await reader.readuntil(b"\r\n")).split(b";", 1)[0], 16)
         if size == 0:
@@ -244,4 +243,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -17,7 +17,8 @@ Each replica's answers are read in its engine's dialect (:mod:`aiforge.gateway.d
 thinking reaches clients as ``reasoning_content`` whatever the engine.
 
 A client that disconnects is noticed while the replica works (the ASGI receive channel is
-watched for ``http.disconnect`` until the answer is ready; a stream's relay by Starlette):
+watched for ``http.disconnect`` from :data:`WATCH_AFTER_S` after the request went out until
+the answer is ready; a stream's relay, by :class:`~aiforge.gateway.relay.RelayResponse`):
 the upstream connection is closed, so the replica aborts the request in its engine, and the
 request is recorded as cancelled (499). On shutdown :meth:`OpenAIHandler.drain` refuses new
 requests (503), lets those in flight finish for a grace period, then ends open streams with

@@ -44,9 +44,9 @@ from typing import Any
 import openai
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import SERVED_NAME, gguf_model, hf_model, say, start_replica  # noqa: E402
+from throughput import SERVED_NAME, gguf_model, hf_model, say, start_replica
 
-from aiforge.config import Settings  # noqa: E402
+from aiforge.config import Settings
 
 MAX_LOAD = 0.5
 VOCAB_SAMPLE = 100_000

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from aiforge.platform.limits.plan import (
+    ChargeShape,
     Reservation,
     Scope,
     Subject,
@@ -37,6 +38,8 @@ LimitsProvider = Callable[[Principal], tuple[LimitPolicy, LimitPolicy]]
 Clock = Callable[[], float]
 
 _STATE_KEY = "limits"
+_SHAPES_KEPT = 4_096
+"""Charge shapes cached (one per key in use); the oldest goes first beyond this."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +72,7 @@ class LimitAdmission:
         # Slot ids must be unique across gateways; a random prefix and a counter are cheap.
         self._slot_prefix = f"{uuid.uuid4().hex[:12]}-"
         self._slot_numbers = itertools.count()
+        self._shapes: dict[tuple[str, str], _CachedShape] = {}
 
     @property
     def store(self) -> Store:
@@ -78,32 +82,47 @@ class LimitAdmission:
         """Reserve every limit for this request or raise LimitExceeded (changing nothing)."""
         ticket = Ticket(principal=principal, model=model, reserved_tokens=estimated_tokens)
         key_policy, project_policy = self._limits_for(principal)
-        if key_policy.is_unlimited and project_policy.is_unlimited:
+        shape = self._shape_for(principal, key_policy, project_policy)
+        if shape.unlimited:
             return ticket
-        display = principal.key_prefix or principal.key_id
-        subjects = (
-            Subject("key", principal.key_id, key_policy, f"key {display}"),
-            Subject("project", principal.project_id, project_policy, "its project"),
-        )
-        planned = plan_reservation(
-            subjects,
+        plan, reservation = plan_reservation(
+            shape,
             now=self._clock(),
             estimated_tokens=estimated_tokens,
             slot_id=f"{self._slot_prefix}{next(self._slot_numbers)}",
             lease_s=self._lease_s,
         )
-        refusal = await self._store.reserve(planned.plan)
+        refusal = await self._store.reserve(plan)
         if refusal is not None:
-            reason = explain_refusal(planned, refusal)
+            reason = explain_refusal(shape, plan, refusal)
             raise LimitExceeded(
                 reason.limit_name, reason.message, retry_after_s=reason.retry_after_s
             )
-        reservation = planned.reservation
         ticket.state[_STATE_KEY] = reservation
         if reservation.slots:
             self._in_flight[reservation.slot_id] = reservation.slots
             self._ensure_renewal()
         return ticket
+
+    def _shape_for(
+        self, principal: Principal, key_policy: LimitPolicy, project_policy: LimitPolicy
+    ) -> ChargeShape:
+        """The cached charges of this key and project, rebuilt when a policy changed."""
+        pair = (principal.key_id, principal.project_id)
+        cached = self._shapes.get(pair)
+        if cached is not None and cached.serves(principal, key_policy, project_policy):
+            return cached.shape
+        display = principal.key_prefix or principal.key_id
+        shape = ChargeShape(
+            (
+                Subject("key", principal.key_id, key_policy, f"key {display}"),
+                Subject("project", principal.project_id, project_policy, "its project"),
+            )
+        )
+        if cached is None and len(self._shapes) >= _SHAPES_KEPT:
+            del self._shapes[next(iter(self._shapes))]
+        self._shapes[pair] = _CachedShape(shape, key_policy, project_policy, principal.key_prefix)
+        return shape
 
     async def settle(self, ticket: Ticket, actual_tokens: int) -> None:
         """Correct the token reservation to ``actual_tokens`` and free the slot. Idempotent."""
@@ -112,7 +131,7 @@ class LimitAdmission:
             return
         self._in_flight.pop(reservation.slot_id, None)
         plan = plan_settlement(reservation, actual_tokens)
-        if plan.window_deltas or plan.budget_deltas or plan.slot_keys:
+        if plan.window_keys or plan.budget_keys or plan.slot_keys:
             await self._store.settle(plan)
 
     async def seed_budgets(self, usages: Iterable[BudgetUsage]) -> None:
@@ -152,3 +171,19 @@ class LimitAdmission:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewal
         await self._store.aclose()
+
+
+@dataclass(slots=True)
+class _CachedShape:
+    shape: ChargeShape
+    key_policy: LimitPolicy
+    project_policy: LimitPolicy
+    key_prefix: str
+
+    def serves(self, principal: Principal, key: LimitPolicy, project: LimitPolicy) -> bool:
+        """Same policies (the same objects while the key cache holds, else equal values)."""
+        return (
+            (self.key_policy is key or self.key_policy == key)
+            and (self.project_policy is project or self.project_policy == project)
+            and self.key_prefix == principal.key_prefix
+        )

@@ -66,9 +66,9 @@ class RedisStore:
             plan.slot_id, repr(plan.lease_until), _ms(plan.lease_until) + 1000,
         ]  # fmt: skip
         for w in plan.windows:
-            args += [w.limit, w.cost]
+            args += [w.limit, plan.window_cost(w)]
         for b in plan.budgets:
-            args += [b.limit, b.cost, _ms(b.expires_at)]
+            args += [b.limit, plan.tokens, _ms(b.expires_at)]
         args += [s.limit for s in plan.slots]
         kind, index, used, flat, extra = await self._reserve(keys=keys, args=args)
         if _text(kind) == "ok":
@@ -79,19 +79,19 @@ class RedisStore:
 
     async def settle(self, plan: SettlePlan) -> None:
         keys = [
-            *(_PREFIX + key for key, _, _ in plan.window_deltas),
-            *(_PREFIX + key for key, _ in plan.budget_deltas),
+            *(_PREFIX + key for key in plan.window_keys),
+            *(_PREFIX + key for key in plan.budget_keys),
             *(_PREFIX + key for key in plan.slot_keys),
         ]
         args: list[str | int] = [
-            len(plan.window_deltas),
-            len(plan.budget_deltas),
+            len(plan.window_keys),
+            len(plan.budget_keys),
             len(plan.slot_keys),
             plan.slot_id,
         ]
-        for _, index, delta in plan.window_deltas:
-            args += [index, delta]
-        args += [delta for _, delta in plan.budget_deltas]
+        for _ in plan.window_keys:
+            args += [plan.now_index, plan.delta]
+        args += [plan.delta] * len(plan.budget_keys)
         await self._settle(keys=keys, args=args)
 
     async def renew(self, slot_keys: tuple[str, ...], slot_id: str, lease_until: float) -> None:

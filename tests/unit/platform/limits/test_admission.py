@@ -174,3 +174,103 @@ async def test_unlimited_policies_never_touch_the_store() -> None:
     admission = LimitAdmission(ExplodingStore(), lambda _p: (UNLIMITED, UNLIMITED))
     ticket = await admission.admit(PRINCIPAL, "m", 10)
     await admission.settle(ticket, 10)
+
+
+async def test_a_changed_policy_applies_to_the_next_request() -> None:
+    # Admission keeps each key's charges between requests; a new policy must replace them.
+    policies = {"key": LimitPolicy(requests_per_minute=1)}
+    admission = LimitAdmission(MemoryStore(), lambda _p: (policies["key"], UNLIMITED))
+    await admission.admit(PRINCIPAL, "m", 1)
+    with pytest.raises(LimitExceeded):
+        await admission.admit(PRINCIPAL, "m", 1)
+    policies["key"] = LimitPolicy(requests_per_minute=2)
+    await admission.admit(PRINCIPAL, "m", 1)
+    policies["key"] = LimitPolicy(requests_per_minute=2)  # equal, not the same object
+    with pytest.raises(LimitExceeded) as refused:
+        await admission.admit(PRINCIPAL, "m", 1)
+    assert "limit 2, used 2" in refused.value.message
+    policies["key"] = UNLIMITED
+    await admission.admit(PRINCIPAL, "m", 1)
+
+
+async def test_counters_outlive_the_cached_charges_of_many_keys(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("aiforge.platform.limits.admission._SHAPES_KEPT", 2)
+    admission, _ = make(LimitPolicy(requests_per_minute=1))
+    keys = [
+        Principal(key_id=f"k{i}", project_id="p1", organization_id="o1", role="member")
+        for i in range(5)
+    ]
+    for principal in keys:
+        await admission.admit(principal, "m", 1)
+    for principal in keys:  # the first keys' cached charges were dropped, not their counts
+        with pytest.raises(LimitExceeded) as refused:
+            await admission.admit(principal, "m", 1)
+        assert f"key {principal.key_id}" in refused.value.message
+
+
+async def test_a_clock_going_back_counts_every_live_bucket_once() -> None:
+    admission, clock = make(LimitPolicy(requests_per_minute=2), start=300.5)
+    await admission.admit(PRINCIPAL, "m", 1)
+    clock.now = 200.5  # earlier than the window's oldest live bucket at 300.5
+    await admission.admit(PRINCIPAL, "m", 1)
+    clock.now = 230.5  # both buckets (200 and 300) are live here
+    with pytest.raises(LimitExceeded) as refused:
+        await admission.admit(PRINCIPAL, "m", 1)
+    assert "used 2" in refused.value.message
+    clock.now = 261.5  # bucket 200 has left the window; bucket 300 still counts
+    await admission.admit(PRINCIPAL, "m", 1)
+    with pytest.raises(LimitExceeded):
+        await admission.admit(PRINCIPAL, "m", 1)
+
+
+async def test_settle_corrects_the_window_total_and_never_goes_below_zero() -> None:
+    admission, clock = make(LimitPolicy(tokens_per_minute=100))
+    first = await admission.admit(PRINCIPAL, "m", 50)
+    second = await admission.admit(PRINCIPAL, "m", 50)
+    await admission.settle(first, 0)
+    await admission.settle(second, 0)
+    ticket = await admission.admit(PRINCIPAL, "m", 100)  # exactly the limit: nothing left over
+    with pytest.raises(LimitExceeded):
+        await admission.admit(PRINCIPAL, "m", 1)
+    clock.now += 61
+    await admission.settle(ticket, 10)  # its bucket expired: the correction must not revive it
+    await admission.admit(PRINCIPAL, "m", 100)
+
+
+async def test_each_expired_lease_frees_its_slot_when_it_runs_out() -> None:
+    clock = FakeClock(100.0)
+    store = MemoryStore()
+    policy = LimitPolicy(max_concurrent=2)
+    crashed = LimitAdmission(store, lambda _p: (policy, UNLIMITED), clock=clock, lease_s=30)
+    alive = LimitAdmission(store, lambda _p: (policy, UNLIMITED), clock=clock, lease_s=30)
+    await crashed.admit(PRINCIPAL, "m", 1)  # never settled: lease until 130
+    clock.now = 105.0
+    await crashed.admit(PRINCIPAL, "m", 1)  # lease until 135
+    clock.now = 129.0
+    with pytest.raises(LimitExceeded):
+        await alive.admit(PRINCIPAL, "m", 1)
+    clock.now = 130.0
+    await alive.admit(PRINCIPAL, "m", 1)  # lease until 160
+    clock.now = 134.0
+    with pytest.raises(LimitExceeded):
+        await alive.admit(PRINCIPAL, "m", 1)
+    clock.now = 135.0
+    await alive.admit(PRINCIPAL, "m", 1)
+    await crashed.aclose()
+    await alive.aclose()
+
+
+async def test_a_lease_renewed_by_an_earlier_clock_ends_at_the_renewed_time() -> None:
+    clock = FakeClock(100.0)
+    policy = LimitPolicy(max_concurrent=1)
+    admission = LimitAdmission(
+        MemoryStore(), lambda _p: (policy, UNLIMITED), clock=clock, lease_s=30
+    )
+    await admission.admit(PRINCIPAL, "m", 1)  # lease until 130
+    clock.now = 50.0  # the wall clock was stepped back
+    await admission.renew_leases()  # lease until 80
+    clock.now = 80.0
+    await admission.admit(PRINCIPAL, "m", 1)
+    await admission.aclose()

@@ -12,13 +12,12 @@ output is random text, and it says so: served name ``demo``, ``aiforge_demo`` in
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from aiforge.config import Settings
+from aiforge.models.demo_build import build_once, special_token_ids
 from aiforge.models.demo_tokenizer import build_demo_tokenizer
 from aiforge.models.random_weights import write_random_qwen3
 
@@ -63,26 +62,9 @@ def demo_model_dir(settings: Settings) -> Path:
 
 
 def ensure_demo_model(settings: Settings) -> Path:
-    """Return the demo model's directory, building it first if it is not there yet.
-
-    Safe to call from several processes at once: each builds in a private temporary
-    directory and publishes it with an atomic rename; a loser discards its copy.
-    """
-    final = demo_model_dir(settings)
-    if (final / "config.json").is_file():
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".demo-build-", dir=final.parent))
-    try:
-        _build(staging)
-        try:
-            os.rename(staging, final)
-        except OSError:
-            if not (final / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return final
+    """Return the demo model's directory, building it first if it is not there yet (safe
+    across processes: see :func:`~aiforge.models.demo_build.build_once`)."""
+    return build_once(demo_model_dir(settings), _build)
 
 
 def is_demo_model(path: Path) -> bool:
@@ -99,7 +81,7 @@ def is_demo_model(path: Path) -> bool:
 def _build(out_dir: Path) -> None:
     tokenizer_dir = out_dir / ".tokenizer"
     vocab_size = build_demo_tokenizer(tokenizer_dir)
-    ids = _special_ids(tokenizer_dir)
+    ids = special_token_ids(tokenizer_dir)
     write_random_qwen3(
         out_dir / "model",
         tokenizer_dir=tokenizer_dir,
@@ -118,11 +100,6 @@ def _build(out_dir: Path) -> None:
     for item in (out_dir / "model").iterdir():
         item.rename(out_dir / item.name)
     (out_dir / "model").rmdir()
-
-
-def _special_ids(tokenizer_dir: Path) -> dict[str, int]:
-    tokenizer = json.loads((tokenizer_dir / "tokenizer.json").read_text())
-    return {token["content"]: int(token["id"]) for token in tokenizer["added_tokens"]}
 
 
 def _write_generation_config(model_dir: Path, ids: dict[str, int]) -> None:

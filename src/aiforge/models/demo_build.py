@@ -18,7 +18,7 @@ from pathlib import Path
 __all__ = ["build_once", "special_token_ids"]
 
 
-def build_once(final: Path, build: Callable[[Path], None]) -> Path:
+def build_once(final: Path, build: Callable[[Path], object]) -> Path:
     """Return ``final``, first running ``build(staging)`` and renaming the staging
     directory to ``final`` if ``final`` holds no ``config.json`` yet.
 

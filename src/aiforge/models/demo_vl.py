@@ -13,14 +13,12 @@ one prompt token per 32×32 pixels). Its output is random text; ``aiforge_demo``
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from aiforge.config import Settings
 from aiforge.models.demo import DEMO_CONFIG_FLAG, DEMO_SHAPE
+from aiforge.models.demo_build import build_once, special_token_ids
 from aiforge.models.demo_template import QWEN3_CHAT_TEMPLATE
 from aiforge.models.demo_tokenizer import build_demo_tokenizer
 
@@ -80,26 +78,9 @@ def demo_vl_model_dir(settings: Settings) -> Path:
 
 
 def ensure_demo_vl_model(settings: Settings) -> Path:
-    """Return the vision demo model's directory, building it first if needed.
-
-    Safe across processes: each builds in a private directory and publishes it with an
-    atomic rename; a loser discards its copy.
-    """
-    final = demo_vl_model_dir(settings)
-    if (final / "config.json").is_file():
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".demo-vl-build-", dir=final.parent))
-    try:
-        build_demo_vl(staging)
-        try:
-            os.rename(staging, final)
-        except OSError:
-            if not (final / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return final
+    """Return the vision demo model's directory, building it first if needed (safe across
+    processes: see :func:`~aiforge.models.demo_build.build_once`)."""
+    return build_once(demo_vl_model_dir(settings), build_demo_vl)
 
 
 def build_demo_vl(out_dir: Path, *, seed: int = 0) -> Path:
@@ -109,7 +90,7 @@ def build_demo_vl(out_dir: Path, *, seed: int = 0) -> Path:
 
     vocab_size = build_demo_tokenizer(out_dir)
     _use_vl_template(out_dir)
-    ids = _special_ids(out_dir)
+    ids = special_token_ids(out_dir)
     head_dim = int(DEMO_SHAPE["head_dim"])
     text = {
         **DEMO_SHAPE,
@@ -158,11 +139,6 @@ def _use_vl_template(tokenizer_dir: Path) -> None:
     config = json.loads(path.read_text())
     config["chat_template"] = QWEN3_VL_CHAT_TEMPLATE
     path.write_text(json.dumps(config, indent=2, ensure_ascii=False))
-
-
-def _special_ids(tokenizer_dir: Path) -> dict[str, int]:
-    tokenizer = json.loads((tokenizer_dir / "tokenizer.json").read_text())
-    return {token["content"]: int(token["id"]) for token in tokenizer["added_tokens"]}
 
 
 def _write_preprocessor(out_dir: Path) -> None:

@@ -19,7 +19,8 @@ from fuzz_support import ADMIN_PREFIX, V1_PREFIX
 from aiforge.models.demo import DEMO_NAME
 from aiforge.testing.server import RemoteAiforgeServer
 
-SERVE_ARGS = ("--engine", "transformers", "--threads", "1", "--max-model-len", "1024")
+SERVE_ARGS = ("--engine", "transformers", "--threads", "1", "--max-model-len", "256")
+"""A short context bounds what a request that names no token limit can generate."""
 SERVER_ENV = {"AIFORGE_MAX_BODY_BYTES": str(256 * 1024)}
 
 

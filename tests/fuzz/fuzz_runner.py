@@ -53,6 +53,9 @@ OPERATIONS = os.environ.get("AIFORGE_FUZZ_OPERATIONS")
 """A regular expression: only the operations whose ``METHOD /path`` it matches are fuzzed
 (to rerun one that failed); unset, all of them."""
 DEPLOYMENTS_PATH = f"{ADMIN_PREFIX}v1/deployments"
+MAX_STREAM_EVENTS = 100_000
+"""Read every event of a stream (schemathesis stops at 20 by default), so a stream's end is
+checked."""
 
 
 @schemathesis.check
@@ -125,6 +128,7 @@ def config(
             "seed": SEED,
             "suppress-health-check": ["all"],
             "request-timeout": REQUEST_TIMEOUT_S,
+            "max-stream-events": MAX_STREAM_EVENTS,
             "workers": 1,
             "generation": {
                 "mode": "all",

@@ -167,9 +167,15 @@ def error_envelope_problem(status: int, content_type: str, body: bytes) -> str |
     return None
 
 
+RESPONSES_ENDINGS = frozenset({"response.completed", "response.incomplete"})
+"""The events that end a Responses API stream that did not fail (it sends no ``[DONE]``)."""
+
+
 def stream_problem(status: int, content_type: str, body: bytes) -> str | None:
-    """Why a successful event stream is broken: it must end with ``data: [DONE]`` and carry
-    no error event (an error once the stream has begun is a server failure in a 200)."""
+    """Why a successful event stream is broken. A chat or completions stream ends with
+    ``data: [DONE]``, a Responses stream with ``response.completed`` or
+    ``response.incomplete``; neither carries an error event (an error once the stream has
+    begun is a server failure inside a 200)."""
     if status != 200 or not content_type.startswith("text/event-stream"):
         return None
     payloads = [
@@ -177,14 +183,23 @@ def stream_problem(status: int, content_type: str, body: bytes) -> str | None:
         for line in body.splitlines()
         if line.startswith(b"data:")
     ]
-    if not payloads or payloads[-1] != b"[DONE]":
-        last = payloads[-1][:200] if payloads else b""
-        return f"stream does not end with data: [DONE] (last event: {last!r})"
-    for payload in payloads[:-1]:
+    if not payloads:
+        return "stream carries no data events"
+    done = payloads[-1] == b"[DONE]"
+    events = []
+    for payload in payloads[:-1] if done else payloads:
         try:
-            event = json.loads(payload)
+            events.append(json.loads(payload))
         except ValueError:
             return f"stream event is not JSON: {payload[:200]!r}"
-        if isinstance(event, dict) and "error" in event:
-            return f"stream carries an error event: {payload[:300]!r}"
+    for event in events:
+        if isinstance(event, dict) and ("error" in event or event.get("type") == "error"):
+            return f"stream carries an error event: {json.dumps(event)[:300]}"
+    kinds = [event.get("type") if isinstance(event, dict) else None for event in events]
+    if any(isinstance(kind, str) and kind.startswith("response.") for kind in kinds):
+        if kinds[-1] not in RESPONSES_ENDINGS:
+            return f"Responses stream ends with {kinds[-1]!r}, not completed or incomplete"
+        return None
+    if not done:
+        return f"stream does not end with data: [DONE] (last event: {payloads[-1][:200]!r})"
     return None

@@ -88,6 +88,25 @@ def test_a_stream_must_end_with_done_and_carry_no_error() -> None:
     assert stream_problem(200, sse, chunk + b"data: [DONE]\n\n") is None
     assert stream_problem(400, sse, b"") is None
     assert "[DONE]" in str(stream_problem(200, sse, chunk))
+    assert "no data" in str(stream_problem(200, sse, b""))
     error = b"data: " + OpenAIError("upstream", status_code=502).body() + b"\n\n"
     assert "error event" in str(stream_problem(200, sse, chunk + error + b"data: [DONE]\n\n"))
     assert "not JSON" in str(stream_problem(200, sse, b"data: {oops\n\ndata: [DONE]\n\n"))
+
+
+def test_a_responses_stream_must_end_completed_or_incomplete() -> None:
+    sse = "text/event-stream"
+
+    def stream(*kinds: str) -> bytes:
+        return b"".join(
+            b"event: " + kind.encode() + b"\ndata: " + orjson.dumps({"type": kind}) + b"\n\n"
+            for kind in kinds
+        )
+
+    for ending in ("response.completed", "response.incomplete"):
+        assert stream_problem(200, sse, stream("response.created", ending)) is None
+    cut = stream_problem(200, sse, stream("response.created", "response.output_text.delta"))
+    assert "output_text.delta" in str(cut)
+    failed = stream_problem(200, sse, stream("response.created", "response.failed"))
+    assert "response.failed" in str(failed)
+    assert "error event" in str(stream_problem(200, sse, stream("response.created", "error")))

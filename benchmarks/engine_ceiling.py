@@ -87,7 +87,10 @@ class LlamaCeiling:
     def __init__(self, model: Path, threads: int, max_streams: int, max_len: int) -> None:
         import llama_cpp as ll
 
+        from aiforge.engines.llamacpp.runner import silence_llama_logs
+
         self.ll = ll
+        silence_llama_logs()
         ll.llama_backend_init()
         self.model = ll.llama_model_load_from_file(
             str(model).encode(), ll.llama_model_default_params()
@@ -326,9 +329,10 @@ async def compare(args: argparse.Namespace, work_dir: Path) -> list[Row]:
         await engine_run(replica.url, pid, Workload(1, 4, 8, 0.0, -1))  # warm-up
         for rep in range(args.reps):
             for row in rows:
-                work = Workload(row.streams, args.tokens, args.prompt_tokens,
-                                args.stagger if row.streams > 1 else 0.0, rep * 1000 + row.streams)  # fmt: skip
-                order = ("ceiling", "engine") if (rep + row.streams) % 2 == 0 else ("engine", "ceiling")
+                stagger = args.stagger if row.streams > 1 else 0.0
+                seed = rep * 1000 + row.streams
+                work = Workload(row.streams, args.tokens, args.prompt_tokens, stagger, seed)
+                order = ("ceiling", "engine") if rep % 2 == 0 else ("engine", "ceiling")
                 for side in order:
                     if side == "ceiling":
                         row.ceiling.append(ceiling.run(work))

@@ -2,17 +2,22 @@
 
 The run is schemathesis' own engine (what ``schemathesis run`` drives: the examples,
 coverage and fuzzing phases, positive and negative cases) over the server's live
-``/openapi.json``, adapted by :func:`fuzz_support.described_for_fuzzing`. It is deterministic
-(fixed seed, derandomized Hypothesis, no example database) and bounded (:data:`MAX_EXAMPLES`
-per operation in the fuzzing phase, :data:`GUARD_S` in all). The checks are ``not_a_server_error``
-and the two of :mod:`fuzz_support`; every other built-in check is off (the responses are
-not described in the schema).
+``/openapi.json``, adapted by :func:`fuzz_support.described_for_fuzzing`. It is
+deterministic (fixed seed, derandomized Hypothesis, no example database) and bounded
+(:data:`MAX_EXAMPLES` per operation in the fuzzing phase; :data:`GUARD_S` in all). The
+checks are ``not_a_server_error`` and the two below (judged by :mod:`fuzz_support`); every
+other built-in check is off (the responses are not described in the schema).
+
+The engine is used rather than schemathesis' pytest plugin, whose ``from_fixture`` loader
+does not run on the pytest installed here (it sets ``Function._nodeid``, gone in pytest 9);
+the version is pinned in ``pyproject.toml`` for that reason.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,9 +46,13 @@ from schemathesis.engine.core import EventStream
 SEED = int(os.environ.get("AIFORGE_FUZZ_SEED", "20240607"))
 MAX_EXAMPLES = int(os.environ.get("AIFORGE_FUZZ_MAX_EXAMPLES", "12"))
 """Hypothesis examples per operation in the fuzzing phase (the coverage phase adds its own
-deterministic edge cases); sized so the run stays near three minutes on two shared cores.
+deterministic edge cases); sized so the whole run takes under three minutes on two cores.
 ``AIFORGE_FUZZ_SEED`` and ``AIFORGE_FUZZ_MAX_EXAMPLES`` change them for a longer or
 different run by hand."""
+MAX_EXAMPLES_BY_PREFIX = {V1_PREFIX: 3 * MAX_EXAMPLES}
+"""The ``/v1`` operations get more: their schema-valid cases are the ones that reach the
+replica, and semantic rules the schema cannot state (a tool message needs its call id, a
+prompt must not be empty) refuse many of them."""
 GUARD_S = float(os.environ.get("AIFORGE_FUZZ_GUARD_S", "600"))
 """A guard, not the bound: a run still going after this long is stopped and fails (its
 remaining operations untested). Not schemathesis' ``max-time``, which keeps cycling the
@@ -59,7 +68,7 @@ checked."""
 
 
 @schemathesis.check
-def error_envelope(ctx: CheckContext, response: Response, case: Case) -> bool | None:
+def error_envelope(ctx: CheckContext, response: Response, case: Case[Any]) -> bool | None:
     """Every 4xx is OpenAI's JSON error envelope ``{"error": {"message", "type", ...}}``."""
     problem = error_envelope_problem(
         response.status_code, _content_type(response), response.content
@@ -69,8 +78,8 @@ def error_envelope(ctx: CheckContext, response: Response, case: Case) -> bool | 
 
 
 @schemathesis.check
-def complete_stream(ctx: CheckContext, response: Response, case: Case) -> bool | None:
-    """A 200 event stream ends with ``data: [DONE]`` and carries no error event."""
+def complete_stream(ctx: CheckContext, response: Response, case: Case[Any]) -> bool | None:
+    """A 200 event stream ends as its API says and carries no error event."""
     problem = stream_problem(response.status_code, _content_type(response), response.content)
     assert problem is None, problem
     return None
@@ -100,6 +109,13 @@ class FuzzReport:
     stop_reason: str = ""
     seconds: float = 0.0
     seconds_by_operation: dict[str, float] = field(default_factory=dict)
+    statuses: dict[str, Counter[int]] = field(default_factory=dict)
+    """The answers' status codes, by operation."""
+
+    def successes(self, operation: str) -> int:
+        return sum(
+            n for status, n in self.statuses.get(operation, Counter()).items() if status < 300
+        )
 
     def describe(self) -> str:
         lines = [
@@ -112,6 +128,8 @@ class FuzzReport:
                 f"  reproduce: {failure.reproduce}",
             ]
         lines += [f"- error: {error}" for error in self.errors]
+        for label in sorted(self.statuses):
+            lines.append(f"{label}: {dict(sorted(self.statuses[label].items()))}")
         slowest = sorted(self.seconds_by_operation.items(), key=lambda item: -item[1])[:8]
         lines.append("slowest: " + ", ".join(f"{label} {s:.0f}s" for label, s in slowest))
         return "\n".join(lines)
@@ -130,6 +148,9 @@ def config(
             "request-timeout": REQUEST_TIMEOUT_S,
             "max-stream-events": MAX_STREAM_EVENTS,
             "workers": 1,
+            # The `curl` of a failure must send the same request: schemathesis would mask
+            # `max_tokens` and the key (a throwaway test key on a throwaway server).
+            "output": {"sanitization": {"enabled": False}},
             "generation": {
                 "mode": "all",
                 "max-examples": MAX_EXAMPLES,
@@ -149,7 +170,13 @@ def config(
                 "complete_stream": {"enabled": True},
             },
             "operations": [
-                {"include-path-regex": f"^{prefix}", "headers": dict(headers)}
+                {
+                    "include-path-regex": f"^{prefix}",
+                    "headers": dict(headers),
+                    "generation": {
+                        "max-examples": MAX_EXAMPLES_BY_PREFIX.get(prefix, MAX_EXAMPLES)
+                    },
+                }
                 for prefix, headers in headers_by_prefix.items()
             ],
         }
@@ -175,7 +202,7 @@ def load_schema(
     real = dict(real_path_parameters)
 
     @schema.hook
-    def map_case(context: HookContext, case: Case) -> Case:
+    def map_case(context: HookContext, case: Case[Any]) -> Case[Any]:
         # map_case, not map_body: the coverage phase applies only case hooks.
         if case.path.startswith(V1_PREFIX):
             case.body = bounded_costs(case.body, COST_CAPS)
@@ -247,6 +274,11 @@ def _record_scenario(report: FuzzReport, event: events.ScenarioFinished) -> None
     spent = report.seconds_by_operation.get(recorder.label, 0.0) + event.elapsed_time
     report.seconds_by_operation[recorder.label] = spent
     report.cases += len(recorder.cases)
+    statuses = report.statuses.setdefault(recorder.label, Counter())
+    for case_id in recorder.cases:
+        response = recorder.find_response(case_id=case_id)
+        if response is not None:
+            statuses[response.status_code] += 1
     for case_id, checks in recorder.checks.items():
         for check in checks:
             info = check.failure_info

@@ -28,6 +28,7 @@ torch, threads or clocks here.
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -115,6 +116,24 @@ class StepPlan:
         return bool(self.tokens)
 
 
+def _in_seq_id_order(
+    memory: tuple[MemoryOp, ...], tokens: list[BatchToken], sample: list[tuple[str, int]]
+) -> StepPlan:
+    """The plan with its batch sorted by sequence id (each sequence's tokens in order).
+
+    With one KV stream per sequence llama.cpp splits a batch into micro-batches of
+    *consecutive ascending* sequence ids, each one more pass over the weights: eight decode
+    tokens in descending id order ran as eight passes (2.7x the CPU time of one).
+    """
+    order = sorted(range(len(tokens)), key=lambda i: tokens[i].seq_id)  # stable
+    new_index = {old: new for new, old in enumerate(order)}
+    return StepPlan(
+        memory,
+        tuple(tokens[i] for i in order),
+        tuple((rid, new_index[index]) for rid, index in sample),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class SampledOutput:
     """The token the runner sampled for one request of the plan."""
@@ -183,7 +202,8 @@ class BatchScheduler:
         self.num_seq_ids = max_num_seqs + (
             prefix_cache.max_entries if prefix_cache is not None else 0
         )
-        self._free_ids: list[int] = list(range(self.num_seq_ids - 1, -1, -1))
+        # A min-heap: the lowest free id first, so running sequences keep consecutive ids.
+        self._free_ids: list[int] = list(range(self.num_seq_ids))
         self._waiting: deque[SequenceSpec] = deque()
         self._running: dict[str, _Sequence] = {}
         self._memory: list[MemoryOp] = []
@@ -266,7 +286,7 @@ class BatchScheduler:
                 break
             if seq.in_prefill:
                 self._plan_prefill(rid, seq, budget, tokens, sample)
-        return StepPlan(memory, tuple(tokens), tuple(sample))
+        return _in_seq_id_order(memory, tokens, sample)
 
     def _plan_prefill(
         self,
@@ -323,7 +343,7 @@ class BatchScheduler:
 
     def _free(self, seq_id: int) -> None:
         self._memory.append(KeepPrefix(seq_id))
-        self._free_ids.append(seq_id)
+        heapq.heappush(self._free_ids, seq_id)
 
     # -- prefix caching ---------------------------------------------------------------
     def _admit(self, spec: SequenceSpec) -> _Sequence:

@@ -50,6 +50,17 @@ def test_launch_plan_starts_the_replica_module(tmp_path: Path) -> None:
     assert plan.health_path == "/health"
 
 
+def test_launch_plan_makes_openmp_wait_passively(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "m.gguf").write_bytes(b"GGUF")
+    spec = ReplicaSpec(model_path=tmp_path, served_model_name="qwen", port=8123)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert LlamaCppEngine().launch_plan(spec).env["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # the operator's own choice wins
+    assert LlamaCppEngine().launch_plan(spec).env["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
 def test_launch_plan_refuses_what_it_cannot_serve(tmp_path: Path) -> None:
     engine = LlamaCppEngine()
     with pytest.raises(ValueError, match="gguf"):

@@ -98,6 +98,23 @@ def test_waiting_until_a_sequence_id_frees_up() -> None:
     assert plan.tokens == (BatchToken(0, 2, 0, True),)
 
 
+def test_batches_are_in_ascending_sequence_id_order_after_ids_are_reused() -> None:
+    """llama.cpp runs a batch as one pass only when its sequence ids ascend consecutively."""
+    sched = BatchScheduler(max_num_seqs=4, max_batch_tokens=16, max_model_len=64)
+    for rid, max_tokens in zip("abcd", (1, 1, 9, 9), strict=True):
+        sched.add(spec(rid, [1], max_tokens=max_tokens))
+    sched.update_from_output(sampler(sched.schedule()))  # a and b finish: ids 0 and 1 free
+    sched.add(spec("e", [2, 3]))
+    sched.add(spec("f", [4]))
+    plan = sched.schedule()  # running in arrival order: c (2), d (3), e, f
+    assert sched.running_seq_ids() == {"c": 2, "d": 3, "e": 0, "f": 1}  # lowest ids first
+    assert [t.seq_id for t in plan.tokens] == [0, 0, 1, 2, 3]
+    for rid, index in plan.sample:  # every sample index still points at its own sequence
+        assert plan.tokens[index].seq_id == sched.running_seq_ids()[rid]
+        assert plan.tokens[index].wants_logits
+    assert len(plan.sample) == 4
+
+
 def test_stop_token_and_constraint_finish_with_stop() -> None:
     sched = BatchScheduler(max_num_seqs=2, max_batch_tokens=8, max_model_len=64)
     sched.add(spec("a", [1]))

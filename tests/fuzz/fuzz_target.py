@@ -2,6 +2,10 @@
 platform on) with two tenants provisioned through the admin API: one whose member key sends
 every ``/v1`` case, and a stand-in whose ids (and a deployment with no replicas) the admin
 cases name, so they reach real resources without touching what the run itself needs.
+
+The fixture lives here, imported by the test module, not in a ``conftest.py``: the e2e
+tests import their own ``conftest`` by name, and a second one would shadow it when both
+folders are collected in one run.
 """
 
 from __future__ import annotations

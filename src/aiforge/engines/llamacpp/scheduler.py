@@ -370,7 +370,7 @@ class BatchScheduler:
         """A free sequence id, else the id of the least recently used entry (evicted and
         cleared) other than ``keep``; None when there is neither."""
         if self._free_ids:
-            return self._free_ids.pop()
+            return heapq.heappop(self._free_ids)
         if self._cache is None:
             return None
         seq_id = self._cache.evict_lru(exclude=() if keep is None else (keep,))

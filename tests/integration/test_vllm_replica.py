@@ -21,7 +21,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,34 +30,17 @@ import openai
 import pytest
 
 from aiforge.cluster.runtimes.local import LocalReplicaProcess, start_replica_process
-from aiforge.config import Settings
 from aiforge.engines.base import ReplicaSpec
-from aiforge.engines.vllm import TINY_VLLM_OVERRIDES, VllmEngine
+from aiforge.engines.vllm import TINY_VLLM_OVERRIDES
+from aiforge.testing.engines import vllm_engine_or_skip
 from aiforge.testing.models import tiny_qwen3
+from aiforge.testing.server import free_port
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
 MODEL_NAME = "tiny-qwen3-vllm"
 NO_THINKING: dict[str, Any] = {"chat_template_kwargs": {"enable_thinking": False}}
 STOP_GRACE_S = 30.0
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _engine_or_skip() -> VllmEngine:
-    engine = VllmEngine(Settings())
-    availability = engine.availability()
-    if availability.ok:
-        return engine
-    message = f"vLLM engine venv missing: {availability.reason}"
-    if "vllm" in os.environ.get("AIFORGE_REQUIRE_ENGINES", ""):
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 def _group_gone(pgid: int, within_s: float = 10.0) -> bool:
@@ -83,8 +65,8 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def replica(
     model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LocalReplicaProcess]:
-    engine = _engine_or_skip()
-    port = _free_port()
+    engine = vllm_engine_or_skip()
+    port = free_port()
     spec = ReplicaSpec(
         model_path=model_dir,
         served_model_name=MODEL_NAME,

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,32 +24,15 @@ import pytest
 from aiforge.cluster.runtimes.local import LocalReplicaProcess, start_replica_process
 from aiforge.config import Settings
 from aiforge.engines.base import ReplicaSpec
-from aiforge.engines.vllm import VllmEngine
 from aiforge.models.demo_reranker import ensure_demo_reranker
+from aiforge.testing.engines import vllm_engine_or_skip
+from aiforge.testing.server import free_port
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
 MODEL_NAME = "demo-reranker"
 QUERY = "What is the weather in Paris?"
 DOCUMENTS = ["the weather in Paris", "a JSON object", "numbers like 3.14 and 42"]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _engine_or_skip() -> VllmEngine:
-    engine = VllmEngine(Settings())
-    availability = engine.availability()
-    if availability.ok:
-        return engine
-    message = f"vLLM engine venv missing: {availability.reason}"
-    if "vllm" in os.environ.get("AIFORGE_REQUIRE_ENGINES", ""):
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +45,8 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def replica(
     model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LocalReplicaProcess]:
-    engine = _engine_or_skip()
-    port = _free_port()
+    engine = vllm_engine_or_skip()
+    port = free_port()
     spec = ReplicaSpec(
         model_path=model_dir,
         served_model_name=MODEL_NAME,

@@ -1,12 +1,10 @@
-"""The pieces the affinity policies share: stable hashes, the ring, the load bound, the
-work in flight."""
+"""The pieces the affinity policies share: stable hashes, the ring, the load bound."""
 
 import pytest
 
 from aiforge.router.base import Endpoint
 from aiforge.router.policies._hashing import HashRing, chain_hashes, stable_hash
 from aiforge.router.policies._load import LoadBound
-from aiforge.router.policies._work import OutstandingWork
 
 
 def endpoints(*loads: int) -> list[Endpoint]:
@@ -75,27 +73,3 @@ def test_load_bound_rejects_nonsense() -> None:
         LoadBound(factor=0.9)
     with pytest.raises(ValueError, match="slack"):
         LoadBound(slack=-1)
-
-
-def test_outstanding_work_counts_each_request_until_it_ends() -> None:
-    work = OutstandingWork(decode_cost=2)
-    work.start("r0", "a", miss_blocks=70)
-    work.start("r0", "b", miss_blocks=3)
-    work.start("r1", "c", miss_blocks=-1)  # clamped: a miss is never negative
-
-    assert (work.of("r0"), work.of("r1"), work.of("r9")) == (77, 2, 0)
-    work.end("r0", "a")
-    work.end("r0", "a")  # a second end changes nothing
-    work.end("r1", "unknown")
-    assert (work.of("r0"), work.of("r1")) == (5, 2)
-
-
-def test_outstanding_work_forgets_removed_replicas() -> None:
-    work = OutstandingWork()
-    work.start("r0", "a", miss_blocks=10)
-    work.forget({"r0"})
-    work.end("r0", "a")  # the request ends after its replica left
-
-    assert work.of("r0") == 0
-    with pytest.raises(ValueError, match="decode_cost"):
-        OutstandingWork(decode_cost=-1)

@@ -34,24 +34,14 @@ and the cache-aware policy of SGLang's router; where they differ from this modul
   replica's queue cost more time to first token than the cache saved. Counting groups
   keeps the cache's working set and the load balanced; the ring still decides among
   equals, so gateways with equal counts agree.
-* **Cached prefix against queued work.** Among the replicas the load bound admits, a
-  prompt goes to the one where it would wait least: the blocks of it the replica does not
-  hold plus the work already in flight there (:class:`~._work.OutstandingWork`: each
-  request's own miss plus a small decode cost, in blocks). A conversation whose history is
-  cached at home stays there while home is merely busy with other cache hits, and leaves
-  when home is working through cold prefills that cost more than prefilling the prompt
-  elsewhere — the trade llm-d's scorers make by weighting a prefix score against queue
-  and cache load, with the weights replaced by an estimate in one unit. The first version
-  of this policy took the deepest match whenever home was under the bound; measured
-  (``benchmarks/routing.py``) it left 3 of 4 requests queued on one replica while the other
-  idled. Ties go to the deeper match.
 * **A load bound instead of an imbalance switch.** Both references turn affinity off
   for everyone when the most and least loaded replicas differ by more than a threshold.
   Here a replica simply may not take a request that would put it above
   ``ceil(1.25 × (in flight + 1) / n) + slack`` (:class:`~._load.LoadBound`, consistent
-  hashing with bounded loads): a hard cap under the cost rule above, so one replica is
-  never swamped even by prompts whose cost is misjudged. A cold prefix whose ring home is
-  full walks on to the next one on the ring.
+  hashing with bounded loads): affinity stays on for every request whose home has room,
+  and a burst on one system prompt spills only its overflow. When every replica holding
+  the prefix is full the request goes to the less loaded of two random admitted
+  replicas; a cold prefix whose ring home is full walks on to the next one on the ring.
 * **Short prompts** (under one block: nothing worth caching) go to the less loaded of two
   random admitted replicas, as with ``least_outstanding``.
 * **What is recorded, when.** :meth:`PrefixAffinityPolicy.on_request_start` records the
@@ -79,7 +69,6 @@ from aiforge.router.policies._hashing import (
     stable_hash,
 )
 from aiforge.router.policies._load import LoadBound, power_of_two_choices
-from aiforge.router.policies._work import DEFAULT_DECODE_COST, OutstandingWork
 
 __all__ = ["PrefixAffinityPolicy", "PrefixTable"]
 
@@ -144,8 +133,8 @@ class PrefixTable:
 
 
 class PrefixAffinityPolicy(RoutingPolicy):
-    """The replica where the prompt waits least (its uncached blocks plus the work queued
-    there), new prefix groups to the replica with the fewest, under a load bound.
+    """Longest cached prefix first, new prefix groups to the replica with the fewest, under a
+    load bound.
 
     See the module docstring for the design. Every choice is among the candidates the
     :class:`LoadBound` admits, so no request ever puts a replica above the bound.
@@ -160,7 +149,6 @@ class PrefixAffinityPolicy(RoutingPolicy):
         max_blocks: int = DEFAULT_MAX_BLOCKS,
         load_bound: LoadBound | None = None,
         virtual_nodes: int = DEFAULT_VIRTUAL_NODES,
-        decode_cost: int = DEFAULT_DECODE_COST,
         rng: random.Random | None = None,
     ) -> None:
         if block_chars < 1:
@@ -168,7 +156,6 @@ class PrefixAffinityPolicy(RoutingPolicy):
         self._block_chars = block_chars
         self._table = PrefixTable(max_blocks)
         self._bound = load_bound or LoadBound()
-        self._work = OutstandingWork(decode_cost)
         self._ring = HashRing(virtual_nodes=virtual_nodes)
         self._rng = rng or random.Random()
         self._recorded: set[str] = set()
@@ -192,22 +179,23 @@ class PrefixAffinityPolicy(RoutingPolicy):
             return power_of_two_choices(list(admitted.values()), self._rng)
 
         candidate_ids = {endpoint.id for endpoint in candidates}
-        depths = {
-            replica_id: depth
-            for replica_id, depth in self._table.match_depths(blocks).items()
-            if replica_id in candidate_ids
-        }
-        if not depths:
-            return self._home_for_new_group(request.prefix, candidate_ids, admitted)
-        return min(
-            admitted.values(),
-            key=lambda e: (
-                self._work.of(e.id) + len(blocks) - depths.get(e.id, 0),
-                -depths.get(e.id, 0),
-                e.in_flight,
-                e.id,
+        depths = self._table.match_depths(blocks)
+        affine = sorted(
+            (
+                (depth, replica_id)
+                for replica_id, depth in depths.items()
+                if replica_id in candidate_ids
             ),
+            reverse=True,
         )
+        for _, replica_id in affine:
+            endpoint = admitted.get(replica_id)
+            if endpoint is not None:
+                return endpoint
+        if affine:  # its cache holders are all full: spread by load, not by hash
+            return power_of_two_choices(list(admitted.values()), self._rng)
+
+        return self._home_for_new_group(request.prefix, candidate_ids, admitted)
 
     def _home_for_new_group(
         self, prefix: str, candidate_ids: Collection[str], admitted: dict[str, Endpoint]
@@ -228,8 +216,6 @@ class PrefixAffinityPolicy(RoutingPolicy):
 
     def on_request_start(self, endpoint: Endpoint, request: RoutingRequest) -> None:
         blocks = self._blocks(request.prefix)
-        held = self._table.match_depths(blocks).get(endpoint.id, 0) if blocks else 0
-        self._work.start(endpoint.id, request.request_id, len(blocks) - held)
         if blocks:
             self._table.record(blocks, endpoint.id)
             self._recorded.add(endpoint.id)
@@ -246,7 +232,6 @@ class PrefixAffinityPolicy(RoutingPolicy):
             self._group_counts[evicted] -= 1
 
     def on_request_end(self, endpoint: Endpoint, request: RoutingRequest, *, ok: bool) -> None:
-        self._work.end(endpoint.id, request.request_id)
         if not ok:  # it may never have cached the prompt; let the retry's replica claim it
             blocks = self._blocks(request.prefix)
             self._table.disown(blocks, endpoint.id)
@@ -259,7 +244,6 @@ class PrefixAffinityPolicy(RoutingPolicy):
         removed = self._recorded - replica_ids
         if removed:  # the directory calls this on every publish: scan only on a removal
             self._table.forget(removed)
-            self._work.forget(removed)
             self._recorded -= removed
             self._groups = OrderedDict(
                 (group, home) for group, home in self._groups.items() if home not in removed

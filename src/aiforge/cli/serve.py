@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import os
 import signal
 import sys
 from collections.abc import Callable, Generator, Sequence
@@ -138,6 +139,14 @@ def serve(
             "--no-auth", help="Serve without API keys, limits or metering (bare-proxy benchmarks)."
         ),
     ] = False,
+    no_prefix_cache: Annotated[
+        bool,
+        typer.Option(
+            "--no-prefix-cache",
+            help="Replicas of aiforge's own engines keep no finished sequences' KV for "
+            "reuse (AIFORGE_PREFIX_CACHE=false).",
+        ),
+    ] = False,
 ) -> None:
     """Serve every deployment behind the OpenAI API (control plane + gateway).
 
@@ -147,8 +156,12 @@ def serve(
     overrides: dict[str, Any] = {
         "model": model, "engine": engine, "host": host, "port": port, "data_dir": data_dir,
         "max_model_len": max_model_len, "dtype": dtype,
+        "prefix_cache": False if no_prefix_cache else None,
     }  # fmt: skip
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    if not settings.prefix_cache:
+        # Replicas read the prefix-cache settings from the environment they inherit.
+        os.environ["AIFORGE_PREFIX_CACHE"] = "false"
     options = ServeOptions(
         model_given=model is not None or "model" in settings.model_fields_set,
         replica_urls=tuple(replica_url or ()),

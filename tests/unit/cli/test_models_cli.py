@@ -43,8 +43,13 @@ def test_models_json_lists_the_catalog_with_memory_and_download_state(
     assert small["path"] == str(downloaded)
     assert rows["qwen3-8b"]["downloaded"] is False
     # bf16 weights 1,192,099,840 + KV 3,758,096,384 + overhead 656,080,896 (see test_memory)
-    assert small["memory_bytes"]["bf16"] == 5_606_277_120
-    assert small["memory_bytes"]["int4"] < small["memory_bytes"]["fp8"] < 5_606_277_120
+    # + 4 resident prefix-cache sequences' KV (AIFORGE_PREFIX_CACHE_SEQUENCES) 4 x 3,758,096,384
+    assert small["memory_bytes"]["bf16"] == 20_638_662_656
+    assert small["memory_bytes"]["int4"] < small["memory_bytes"]["fp8"] < 20_638_662_656
+    cache_off = {**env, "AIFORGE_PREFIX_CACHE": "false"}
+    result = CliRunner().invoke(app, ["models", "--json", "--context", "32768"], env=cache_off)
+    rows = {row["name"]: row for row in json.loads(result.output)["models"]}
+    assert rows["qwen3-0.6b"]["memory_bytes"]["bf16"] == 5_606_277_120
     moe = rows["qwen3-30b-a3b"]
     assert moe["params"] > 30e9 > 4e9 > moe["active_params"]
     assert rows["qwen3-vl-8b-instruct"]["modalities"] == ["text", "image", "video"]

@@ -11,6 +11,7 @@ from aiforge.models.memory import (
     estimate_memory,
     format_bytes,
     kv_cache_bytes_per_token,
+    resident_prefix_sequences,
 )
 
 
@@ -57,11 +58,34 @@ def test_moe_keeps_every_expert_resident() -> None:
     assert kv_cache_bytes_per_token(_arch("qwen3-30b-a3b")) == 98_304
 
 
+def test_resident_prefix_cache_sequences_count_on_top_of_the_running_ones() -> None:
+    # llama.cpp allocates max_model_len cells per resident sequence at start; transformers
+    # keeps one slot-cache row each: 4 resident at 4,096 tokens beside 8 running.
+    est = estimate_memory(_arch("qwen3-0.6b"), context=4096, sequences=8, prefix_cache_sequences=4)
+    assert est.kv_cache == 114_688 * 4096 * 8
+    assert est.prefix_cache == 114_688 * 4096 * 4
+    assert est.total == est.weights + est.kv_cache + est.prefix_cache + est.overhead
+    assert estimate_memory(_arch("qwen3-0.6b"), context=4096).prefix_cache == 0
+
+
+@pytest.mark.parametrize(
+    ("engine", "prefix_cache", "expected"),
+    [("llamacpp", True, 4), ("transformers", True, 4), ("auto", True, 4),
+     ("vllm", True, 0), ("llamacpp", False, 0), ("auto", False, 0)],
+)  # fmt: skip
+def test_which_engines_keep_resident_prefix_sequences(
+    engine: str, prefix_cache: bool, expected: int
+) -> None:
+    assert resident_prefix_sequences(engine, prefix_cache=prefix_cache, sequences=4) == expected
+
+
 def test_rejects_nonsense() -> None:
     with pytest.raises(ValueError, match="positive"):
         estimate_memory(_arch("qwen3-0.6b"), context=0)
     with pytest.raises(ValueError, match="unknown dtype"):
         estimate_memory(_arch("qwen3-0.6b"), context=1, dtype="fp4")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="negative"):
+        estimate_memory(_arch("qwen3-0.6b"), context=1, prefix_cache_sequences=-1)
 
 
 def test_format_bytes() -> None:

@@ -2,7 +2,8 @@
 
 The runner executes what :class:`~aiforge.engines.llamacpp.scheduler.BatchScheduler`
 plans: it changes the KV cache as planned (clears sequences that left, copies or trims
-prefix-cache entries: ``llama_memory_seq_cp`` / ``llama_memory_seq_rm``), decodes one
+prefix-cache entries, moves a sequence to another id: ``llama_memory_seq_cp`` /
+``llama_memory_seq_rm``), decodes one
 ``llama_batch`` holding tokens of many sequences (each with its own ``seq_id``), and hands
 out logits rows. It knows nothing about requests or sampling. Not thread-safe: the
 engine's loop thread is its only caller once the engine has started.
@@ -28,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from aiforge.engines.llamacpp.scheduler import BatchToken, CopyPrefix, MemoryOp
+from aiforge.engines.llamacpp.scheduler import BatchToken, CopyPrefix, MemoryOp, MoveSequence
 
 __all__ = ["LlamaRunner", "RunnerConfig", "default_max_model_len", "silence_llama_logs"]
 
@@ -188,6 +189,12 @@ class LlamaRunner:
         """Make a plan's KV changes, in order (see :class:`StepPlan.memory`)."""
         ll, memory = self._ll, self._memory
         for op in ops:
+            if isinstance(op, MoveSequence):
+                # Across KV streams a copy moves the source stream's whole buffer (queued
+                # by llama.cpp, done in order at the next decode); clearing is metadata.
+                ll.llama_memory_seq_cp(memory, op.src, op.dst, -1, -1)
+                ll.llama_memory_seq_rm(memory, op.src, -1, -1)
+                continue
             if isinstance(op, CopyPrefix):
                 # Whole-sequence copy (across KV streams llama.cpp copies nothing less),
                 # then cut it back to the matched prefix.

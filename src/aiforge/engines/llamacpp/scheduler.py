@@ -10,14 +10,19 @@ KV cache. This scheduler decides, step by step, which tokens go into that batch:
   than one step;
 * waiting requests take a free sequence id at the start of a step (they *join* at a token
   boundary); finished and aborted ones give theirs back, and the next plan lists the ids
-  whose KV the runner must clear before decoding (they *leave* at a token boundary).
+  whose KV the runner must clear before decoding (they *leave* at a token boundary);
+* after every join and leave the running sequences hold *consecutive* ids, so llama.cpp
+  runs the step as one pass over the weights (:mod:`aiforge.engines.llamacpp.seq_ids`):
+  a sequence left outside the run moves in (:class:`MoveSequence`).
 
 With a prefix cache (:mod:`aiforge.engines.prefix_cache`) there are ``max_num_seqs +
 max_entries`` sequence ids. A sequence that leaves keeps its KV as a resident entry under
 its id; a joining sequence whose prompt starts like an entry either *adopts* that id
-(when it reuses all of the entry) or gets another id and a :class:`CopyPrefix` of the
-matched positions (the entry stays for others), then prefills only the rest. Ids of
-evicted entries are cleared like those of finished sequences. Every KV change is in
+(when it reuses all of the entry and the id lies in the run) or gets another id and a
+:class:`CopyPrefix` of the matched positions (the entry stays for others), then prefills
+only the rest. An entry in the way of the run moves out to a free id (or, with none,
+the least recently used entry outside the run is evicted to make one). Ids of evicted
+entries are cleared like those of finished sequences. Every KV change is in
 :attr:`StepPlan.memory`, in the order it must run.
 
 The loop calls :meth:`BatchScheduler.schedule`, decodes the plan, samples one token for
@@ -28,11 +33,12 @@ torch, threads or clocks here.
 
 from __future__ import annotations
 
-import heapq
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from aiforge.engines.core import FinishReason, TokenEvent
+from aiforge.engines.llamacpp.seq_ids import contiguous_window
 from aiforge.engines.prefix_cache import PrefixCache, PrefixCacheStats, PrefixMatch
 
 __all__ = [
@@ -41,6 +47,7 @@ __all__ = [
     "CopyPrefix",
     "KeepPrefix",
     "MemoryOp",
+    "MoveSequence",
     "SampledOutput",
     "SequenceSpec",
     "StepEvent",
@@ -80,7 +87,15 @@ class CopyPrefix:
     length: int
 
 
-MemoryOp = KeepPrefix | CopyPrefix
+@dataclass(frozen=True, slots=True)
+class MoveSequence:
+    """Move all of ``src``'s KV to the empty sequence ``dst``, leaving ``src`` empty."""
+
+    src: int
+    dst: int
+
+
+MemoryOp = KeepPrefix | CopyPrefix | MoveSequence
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +114,8 @@ class StepPlan:
 
     memory: tuple[MemoryOp, ...]
     """KV changes to make, in order, before decoding: ids whose owner left (or whose
-    resident entry was evicted) cleared, cached prefixes copied or trimmed."""
+    resident entry was evicted) cleared, sequences and entries moved to keep the running
+    ids consecutive, cached prefixes copied."""
     tokens: tuple[BatchToken, ...]
     sample: tuple[tuple[str, int], ...]
     """``(request_id, batch_index)``: sample a token from the logits of that batch entry."""
@@ -123,7 +139,8 @@ def _in_seq_id_order(
 
     With one KV stream per sequence llama.cpp splits a batch into micro-batches of
     *consecutive ascending* sequence ids, each one more pass over the weights: eight decode
-    tokens in descending id order ran as eight passes (2.7x the CPU time of one).
+    tokens in descending id order ran as eight passes (2.7x the CPU time of one). The ids
+    themselves are consecutive by construction (:func:`contiguous_window`).
     """
     order = sorted(range(len(tokens)), key=lambda i: tokens[i].seq_id)  # stable
     new_index = {old: new for new, old in enumerate(order)}
@@ -202,8 +219,8 @@ class BatchScheduler:
         self.num_seq_ids = max_num_seqs + (
             prefix_cache.max_entries if prefix_cache is not None else 0
         )
-        # A min-heap: the lowest free id first, so running sequences keep consecutive ids.
-        self._free_ids: list[int] = list(range(self.num_seq_ids))
+        self._free_ids: set[int] = set(range(self.num_seq_ids))
+        """Ids holding no KV: neither a running sequence nor a resident entry."""
         self._waiting: deque[SequenceSpec] = deque()
         self._running: dict[str, _Sequence] = {}
         self._memory: list[MemoryOp] = []
@@ -267,11 +284,14 @@ class BatchScheduler:
         return ids
 
     def schedule(self) -> StepPlan:
-        """Admit waiting requests, then plan one decode token per running sequence and
-        prompt chunks for sequences in prefill, within ``max_batch_tokens``."""
-        while self._waiting and len(self._running) < self.max_num_seqs:
-            spec = self._waiting.popleft()
-            self._running[spec.request_id] = self._admit(spec)
+        """Admit waiting requests, keeping every running sequence on one run of
+        consecutive ids, then plan one decode token per running sequence and prompt
+        chunks for sequences in prefill, within ``max_batch_tokens``."""
+        joining: list[SequenceSpec] = []
+        while self._waiting and len(self._running) + len(joining) < self.max_num_seqs:
+            joining.append(self._waiting.popleft())
+        if joining or not self._ids_consecutive():
+            self._place(joining)
         memory, self._memory = tuple(self._memory), []
         tokens: list[BatchToken] = []
         sample: list[tuple[str, int]] = []
@@ -343,37 +363,106 @@ class BatchScheduler:
 
     def _free(self, seq_id: int) -> None:
         self._memory.append(KeepPrefix(seq_id))
-        heapq.heappush(self._free_ids, seq_id)
+        self._free_ids.add(seq_id)
 
-    # -- prefix caching ---------------------------------------------------------------
-    def _admit(self, spec: SequenceSpec) -> _Sequence:
-        """A sequence id for a joining request, holding its longest cached prefix."""
-        match: PrefixMatch | None = None
-        if self._cache is not None and spec.cacheable:
-            match = self._cache.lookup(spec.prompt_token_ids)
-        if match is None:
-            seq_id = self._take_id(keep=None)
-            assert seq_id is not None  # fewer than max_num_seqs run: an id is free or evictable
-            return _Sequence(spec, seq_id)
-        assert self._cache is not None
-        if match.covers_entry:  # adopt the entry's id: the new sequence holds it all, and more
-            self._cache.take(match.location)
-            seq_id = match.location
-        else:  # copy, so the entry stays for other prompts that share it
-            copy_to = self._take_id(keep=match.location)
-            assert copy_to is not None  # ids outnumber running sequences plus entries
-            self._memory.append(CopyPrefix(match.location, copy_to, match.length))
-            seq_id = copy_to
-        return _Sequence(spec, seq_id, num_computed=match.length, num_cached=match.length)
+    # -- sequence ids ----------------------------------------------------------------
+    def _ids_consecutive(self) -> bool:
+        ids = [seq.seq_id for seq in self._running.values()]
+        return not ids or max(ids) - min(ids) == len(ids) - 1  # ids are distinct
 
-    def _take_id(self, *, keep: int | None) -> int | None:
-        """A free sequence id, else the id of the least recently used entry (evicted and
-        cleared) other than ``keep``; None when there is neither."""
-        if self._free_ids:
-            return heapq.heappop(self._free_ids)
-        if self._cache is None:
-            return None
-        seq_id = self._cache.evict_lru(exclude=() if keep is None else (keep,))
-        if seq_id is not None:
-            self._memory.append(KeepPrefix(seq_id))
+    def _place(self, joining: list[SequenceSpec]) -> None:
+        """Give the joining requests ids so that they and the running sequences hold one
+        run of consecutive ids (:func:`contiguous_window`): a joining sequence adopts an
+        entry it reuses whole where it lies in the run, running sequences outside the run
+        move in, entries in its way move out, the rest take free ids of the run."""
+        matches = [self._lookup(spec) for spec in joining]
+        adoptable: dict[int, int] = {}  # entry location -> the joining sequence taking it
+        for index, match in enumerate(matches):
+            if match is not None and match.covers_entry:
+                adoptable.setdefault(match.location, index)
+        entries = self._cache.locations() if self._cache is not None else []
+        running = {seq.seq_id for seq in self._running.values()}
+        size = len(running) + len(joining)
+        window = contiguous_window(self.num_seq_ids, size, running, entries, adoptable)
+        adopted = {i: loc for loc, i in adoptable.items() if loc in window}
+        for location in adopted.values():
+            assert self._cache is not None
+            self._cache.take(location)
+        holes = [i for i in window if i not in running and i not in adopted.values()]
+        keep = {m.location for m in matches if m is not None}
+        moved: dict[int, int | None] = {}
+        for seq in [s for s in self._running.values() if s.seq_id not in window]:
+            dst = self._claim(holes, window, keep, moved)
+            if seq.num_computed:
+                self._memory.append(MoveSequence(seq.seq_id, dst))
+            self._free_ids.add(seq.seq_id)
+            seq.seq_id = dst
+        for index, (spec, match) in enumerate(zip(joining, matches, strict=True)):
+            if index in adopted:  # its KV is the entry's, as it lies
+                seq = _Sequence(spec, adopted[index])
+            else:
+                seq = _Sequence(spec, self._claim(holes, window, keep, moved))
+                src = self._source(match, moved, adopted.values())
+                if match is not None and src is not None:
+                    self._memory.append(CopyPrefix(src, seq.seq_id, match.length))
+                else:
+                    match = None
+            if match is not None:
+                seq.num_computed = seq.num_cached = match.length
+            self._running[spec.request_id] = seq
+
+    def _claim(
+        self, holes: list[int], window: range, keep: set[int], moved: dict[int, int | None]
+    ) -> int:
+        """An id of the run for one sequence: a free one first, else one whose entry moves
+        out of the way (where it went is recorded in ``moved``)."""
+        seq_id = next((h for h in holes if h in self._free_ids), holes[0])
+        holes.remove(seq_id)
+        if seq_id in self._free_ids:
+            self._free_ids.remove(seq_id)
+        else:
+            moved[seq_id] = self._vacate(seq_id, window, keep)
         return seq_id
+
+    def _vacate(self, location: int, window: range, keep: Iterable[int]) -> int | None:
+        """Move the entry at ``location`` out of ``window`` to the highest free id, or to
+        the id of the least recently used entry outside the window that no joining prompt
+        copies from (evicted); with neither, evict it. Its new location, or None."""
+        cache = self._cache
+        assert cache is not None
+        outside = [i for i in self._free_ids if i not in window]
+        if outside:
+            dst = max(outside)
+            self._free_ids.remove(dst)
+        else:
+            kept = set(keep)
+            in_place = [e for e in cache.locations() if e in window or e in kept]
+            victim = cache.evict_lru(exclude=in_place)
+            if victim is None:  # no room outside the window: the entry itself goes
+                cache.evict_lru(exclude=[e for e in cache.locations() if e != location])
+                self._memory.append(KeepPrefix(location))
+                return None
+            self._memory.append(KeepPrefix(victim))
+            dst = victim
+        self._memory.append(MoveSequence(location, dst))
+        cache.relocate(location, dst)
+        return dst
+
+    def _source(
+        self, match: PrefixMatch | None, moved: dict[int, int | None], adopted: Iterable[int]
+    ) -> int | None:
+        """Where the KV ``match`` names lies now (entries may have moved this step, or
+        been adopted by another joining sequence: still intact until the decode); None
+        when it is gone."""
+        if match is None:
+            return None
+        location = moved.get(match.location, match.location)
+        if location is None:
+            return None
+        in_cache = self._cache is not None and location in self._cache
+        return location if in_cache or location in adopted else None
+
+    def _lookup(self, spec: SequenceSpec) -> PrefixMatch | None:
+        if self._cache is None or not spec.cacheable:
+            return None
+        return self._cache.lookup(spec.prompt_token_ids)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
 import pytest
@@ -14,7 +14,7 @@ from aiforge.engines.core import GenerationRequest, SamplingParams, TokenEvent
 from aiforge.engines.llamacpp.engine import LlamaCppTokenEngine
 from aiforge.engines.llamacpp.loading import load_tokenizer, stop_tokens
 from aiforge.engines.llamacpp.runner import LlamaRunner, RunnerConfig, silence_llama_logs
-from aiforge.engines.llamacpp.scheduler import BatchToken
+from aiforge.engines.llamacpp.scheduler import BatchToken, MemoryOp, MoveSequence
 from aiforge.testing.fake_engine import BrokenConstraint
 from aiforge.testing.gguf import require_llama_cpp
 
@@ -125,6 +125,82 @@ async def test_greedy_batched_equals_alone_with_joins_and_leaves(
 
     batched = await asyncio.gather(*(staggered(i) for i in range(3)))
     assert batched == alone
+
+
+class RecordingRunner(LlamaRunner):
+    """The real runner, keeping a list of the KV changes it made."""
+
+    def __init__(self, config: RunnerConfig) -> None:
+        super().__init__(config)
+        self.ops: list[MemoryOp] = []
+
+    def apply(self, ops: Iterable[MemoryOp]) -> None:
+        ops = list(ops)
+        self.ops += ops
+        super().apply(ops)
+
+
+async def test_a_sequence_moved_to_close_a_gap_answers_the_same(
+    tiny_gguf: Path, engine: LlamaCppTokenEngine
+) -> None:
+    """The middle sequence finishes first; the last one moves into its id (a KV stream
+    copy in llama.cpp) so the batch stays one run, and still decodes what it would alone."""
+    lengths = (18, 4, 18)
+    alone = [
+        [e.token_id for e in await collect(engine, request(f"a{i}", p, max_tokens=n))]
+        for i, (p, n) in enumerate(zip(PROMPTS, lengths, strict=True))
+    ]
+    config = RunnerConfig(tiny_gguf, max_model_len=MAX_MODEL_LEN, max_num_seqs=4, threads=2)
+    runner = RecordingRunner(config)
+    eng = LlamaCppTokenEngine(runner)
+    await eng.start()
+    try:
+        together = await asyncio.gather(
+            *(
+                collect(eng, request(f"b{i}", p, max_tokens=n))
+                for i, (p, n) in enumerate(zip(PROMPTS, lengths, strict=True))
+            )
+        )
+    finally:
+        await eng.shutdown()
+    assert [[e.token_id for e in events] for events in together] == alone
+    assert MoveSequence(src=2, dst=1) in runner.ops
+
+
+async def test_a_resident_entry_moved_out_of_the_way_is_reused_exactly(
+    tiny_gguf: Path, engine: LlamaCppTokenEngine
+) -> None:
+    """a runs at id 0 all along; b's finished sequence stays resident at id 1, in the way
+    of c joining beside a: the entry moves to a free id (a KV stream copy) and d, which
+    continues b's conversation, still reuses it and answers as without any cache."""
+    b = [*range(1000, 1040), 7]
+    c = list(range(2000, 2030))
+    ask = {"b": b, "c": c}
+    alone = {
+        k: [e.token_id for e in await collect(engine, request(k, p, max_tokens=4))]
+        for k, p in ask.items()
+    }
+    ask["d"] = [*b, *alone["b"], 9, 9]
+    alone["d"] = [e.token_id for e in await collect(engine, request("d", ask["d"], max_tokens=4))]
+    config = RunnerConfig(
+        tiny_gguf, max_model_len=MAX_MODEL_LEN, max_num_seqs=2, threads=2, resident_seqs=2
+    )
+    runner = RecordingRunner(config)
+    eng = LlamaCppTokenEngine(runner)
+    await eng.start()
+    try:
+        background = asyncio.create_task(collect(eng, request("a", [5, 6, 7], max_tokens=240)))
+        await asyncio.sleep(0.05)
+        got: dict[str, list[TokenEvent]] = {}
+        for name in ("b", "c", "d"):
+            got[name] = await collect(eng, request(name, ask[name], max_tokens=4))
+        assert not background.done(), "a must run beside them all along"
+        background.cancel()
+    finally:
+        await eng.shutdown()
+    assert {k: [e.token_id for e in events] for k, events in got.items()} == alone
+    assert MoveSequence(src=1, dst=3) in runner.ops  # b's entry, out of c's way
+    assert got["d"][0].cached_prompt_tokens == len(b) + 3  # its prompt and 3 of 4 answers
 
 
 async def test_more_requests_than_sequences_wait_their_turn(tiny_gguf: Path) -> None:

@@ -12,6 +12,7 @@ from aiforge.engines.llamacpp.scheduler import (
     BatchToken,
     CopyPrefix,
     KeepPrefix,
+    MoveSequence,
     SampledOutput,
     SequenceSpec,
     StepPlan,
@@ -195,6 +196,9 @@ class _FakeMemory:
                 assert self.seqs[op.dst] == [], "copies go into an empty sequence"
                 assert len(self.seqs[op.src]) >= op.length
                 self.seqs[op.dst] = self.seqs[op.src][: op.length]
+            elif isinstance(op, MoveSequence):
+                assert self.seqs[op.dst] == [], "moves go into an empty sequence"
+                self.seqs[op.dst], self.seqs[op.src] = self.seqs[op.src], []
             else:
                 del self.seqs[op.seq_id][op.length :]
         for token in plan.tokens:
@@ -222,8 +226,16 @@ def _check(sched: BatchScheduler, memory: _FakeMemory) -> None:
         assert tuple(memory.seqs[loc]) == cache._entries[loc].tokens
 
 
+def _assert_consecutive(sched: BatchScheduler, plan: StepPlan) -> None:
+    """One pass over the weights: the running ids, and so the batch's, are one run."""
+    ids = sorted(sched.running_seq_ids().values())
+    assert ids == list(range(ids[0], ids[0] + len(ids))) if ids else True
+    assert [t.seq_id for t in plan.tokens] == sorted(t.seq_id for t in plan.tokens)
+
+
 def _step(sched: BatchScheduler, memory: _FakeMemory, token: int) -> list[TokenEvent]:
     plan = sched.schedule()
+    _assert_consecutive(sched, plan)
     memory.apply(plan)
     events = sched.update_from_output(sampler(plan, token))
     _check(sched, memory)
@@ -312,3 +324,119 @@ def test_random_traffic_keeps_every_sequence_exact(
             _check(sched, memory)
         cached += sum(e.cached_prompt_tokens for e in _step(sched, memory, rng.randrange(1000)))
     assert cached > 0
+
+
+# -- consecutive sequence ids ----------------------------------------------------------
+
+
+def _two_waves(max_num_seqs: int) -> tuple[BatchScheduler, StepPlan]:
+    """8 streams finish (4 stay resident), then 8 more join: the second wave's plan."""
+    sched = _cached(max_num_seqs=max_num_seqs, entries=4)
+    memory = _FakeMemory(sched.num_seq_ids)
+    for i in range(8):
+        sched.add(spec(f"w1-{i}", [100 * i + t for t in range(8)], max_tokens=2))
+    for _ in range(2):
+        _step(sched, memory, token=5)
+    for i in range(8):
+        sched.add(spec(f"w2-{i}", [1000 + 100 * i + t for t in range(8)], max_tokens=2))
+    plan = sched.schedule()
+    _assert_consecutive(sched, plan)
+    memory.apply(plan)
+    _check(sched, memory)
+    return sched, plan
+
+
+def test_a_second_wave_runs_beside_the_first_waves_entries_without_a_gap() -> None:
+    """The benchmark's second repetition (16 sequences, 4 entries): the entries of the
+    first wave sit at ids 4-7; the second wave must not take the freed 0-3 and jump over
+    them to 8-11 (two passes per step) but run at 8-15, and nothing needs to move."""
+    sched, plan = _two_waves(max_num_seqs=16)
+    assert sorted(sched.running_seq_ids().values()) == list(range(8, 16))
+    assert not [op for op in plan.memory if isinstance(op, MoveSequence | CopyPrefix)]
+    assert sched.prefix_cache_stats() == PrefixCacheStats(
+        queries=16, entries=4, max_entries=4, evictions=4, queried_tokens=128
+    )
+
+
+def test_entries_move_out_of_the_run_when_every_id_is_needed() -> None:
+    sched, plan = _two_waves(max_num_seqs=8)  # 12 ids: 8 running, 4 entries, none free
+    moves = [op for op in plan.memory if isinstance(op, MoveSequence)]
+    assert len(moves) == 4
+    stats = sched.prefix_cache_stats()
+    assert stats is not None
+    assert (stats.entries, stats.evictions) == (4, 4)  # none lost
+
+
+def test_a_sequence_that_leaves_mid_run_is_replaced_by_the_last_one() -> None:
+    sched = BatchScheduler(max_num_seqs=3, max_batch_tokens=16, max_model_len=64)
+    for rid, max_tokens in zip("abc", (5, 1, 5), strict=True):
+        sched.add(spec(rid, [1, 2], max_tokens=max_tokens))
+    sched.update_from_output(sampler(sched.schedule()))  # b (id 1) finishes
+    plan = sched.schedule()
+    assert plan.memory == (KeepPrefix(1, 0), MoveSequence(src=2, dst=1))
+    assert sched.running_seq_ids() == {"a": 0, "c": 1}
+    assert [t.seq_id for t in plan.tokens] == [0, 1]
+    assert plan.tokens[1] == BatchToken(1, 7, 2, True)  # c goes on where it was
+
+
+def test_a_joining_request_fills_the_gap_and_nothing_moves() -> None:
+    sched = BatchScheduler(max_num_seqs=3, max_batch_tokens=16, max_model_len=64)
+    for rid, max_tokens in zip("abc", (5, 1, 5), strict=True):
+        sched.add(spec(rid, [1, 2], max_tokens=max_tokens))
+    sched.update_from_output(sampler(sched.schedule()))
+    sched.add(spec("d", [3]))
+    plan = sched.schedule()
+    assert plan.memory == (KeepPrefix(1, 0),)
+    assert sched.running_seq_ids() == {"a": 0, "c": 2, "d": 1}
+
+
+def test_an_entry_in_the_way_moves_out_and_is_still_reused() -> None:
+    sched = _cached(max_num_seqs=2, entries=1)  # ids 0, 1, 2
+    memory = _FakeMemory(sched.num_seq_ids)
+    sched.add(spec("a", list(range(8)), max_tokens=50))
+    sched.add(spec("b", list(range(100, 108)), max_tokens=1))
+    _step(sched, memory, token=5)  # b finishes: its entry stays at id 1, beside a
+    sched.add(SequenceSpec("c", tuple(range(200, 208)), 1, cacheable=False))
+    plan = sched.schedule()
+    assert plan.memory == (MoveSequence(src=1, dst=2),)
+    assert sched.running_seq_ids() == {"a": 0, "c": 1}
+    memory.apply(plan)
+    sched.update_from_output(sampler(plan, token=5))
+    _check(sched, memory)
+    sched.add(spec("d", [*range(100, 108), 5, 6]))  # b's prompt and answer, and more
+    plan = sched.schedule()
+    _assert_consecutive(sched, plan)
+    assert plan.memory == (KeepPrefix(1, 0), CopyPrefix(src=2, dst=1, length=8))
+    memory.apply(plan)
+    (event,) = [e.event for e in sched.update_from_output(sampler(plan)) if e.request_id == "d"]
+    assert event.cached_prompt_tokens == 8
+
+
+@pytest.mark.parametrize(("max_num_seqs", "entries", "batch"), [(4, 0, 64), (5, 2, 16)])
+def test_random_traffic_keeps_the_running_ids_consecutive(
+    max_num_seqs: int, entries: int, batch: int
+) -> None:
+    """Without a cache and with one: joins, leaves and aborts at random; every plan's ids
+    are one run and every sequence's KV is exactly its tokens."""
+    rng = random.Random(max_num_seqs + entries)
+    cache = PrefixCache(max_entries=entries, block_size=BLOCK) if entries else None
+    sched = BatchScheduler(
+        max_num_seqs=max_num_seqs, max_batch_tokens=batch, max_model_len=256, prefix_cache=cache
+    )
+    memory = _FakeMemory(sched.num_seq_ids)
+    moves = 0
+    for i in range(300):
+        if rng.random() < 0.4:
+            prompt = [rng.randrange(1000) for _ in range(rng.randrange(1, 12))]
+            sched.add(spec(f"r{i}", prompt, rng.randrange(1, 9)))
+        if rng.random() < 0.05 and sched.running_seq_ids():
+            sched.abort(rng.choice(list(sched.running_seq_ids())))
+        plan = sched.schedule()
+        _assert_consecutive(sched, plan)
+        moves += sum(isinstance(op, MoveSequence) for op in plan.memory)
+        memory.apply(plan)
+        sched.update_from_output(sampler(plan, rng.randrange(1000)))
+        for seq in sched._running.values():
+            expected = [*seq.spec.prompt_token_ids, *seq.output][: seq.num_computed]
+            assert memory.seqs[seq.seq_id] == expected
+    assert moves > 0

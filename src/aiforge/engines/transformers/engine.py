@@ -24,6 +24,7 @@ from aiforge.engines.prefix_cache import (
 )
 from aiforge.engines.transformers.loading import LoadedModel, load_model
 from aiforge.engines.transformers.loop import EngineLoop
+from aiforge.engines.transformers.relay import EventRelay
 from aiforge.engines.transformers.runner import ModelRunner
 from aiforge.engines.transformers.scheduler import Scheduler, StopCriteria
 from aiforge.engines.transformers.scoring import relevance_batch
@@ -52,6 +53,7 @@ class TransformersTokenEngine:
         self._loaded = loaded
         self._loop: EngineLoop | None = None
         self._embed_lock = threading.Lock()
+        self._last_relay: EventRelay | None = None
         if loaded.info.generates:
             cache = None
             if prefix_cache_sequences > 0:
@@ -136,6 +138,14 @@ class TransformersTokenEngine:
         return self._loop.prefix_cache_stats() if self._loop is not None else None
 
     # -- generation ------------------------------------------------------------------------
+    def _relay(self, aio_loop: asyncio.AbstractEventLoop) -> EventRelay:
+        """The relay into ``aio_loop`` (a server has one loop; a new loop gets a new relay,
+        and requests already running keep theirs)."""
+        relay = self._last_relay
+        if relay is None or relay.loop is not aio_loop:
+            relay = self._last_relay = EventRelay(aio_loop)
+        return relay
+
     def _stop_criteria(self, request: GenerationRequest) -> StopCriteria:
         info = self._loaded.info
         stop_ids = set(request.params.stop_token_ids)
@@ -157,14 +167,8 @@ class TransformersTokenEngine:
         if n == 0 or n >= limit:
             raise ValueError(f"the prompt has {n} tokens; it must have 1 to {limit - 1}")
         events: asyncio.Queue[TokenEvent | BaseException] = asyncio.Queue()
-        aio_loop = asyncio.get_running_loop()
-
-        def sink(item: TokenEvent | BaseException) -> None:
-            # RuntimeError: the event loop closed, so nobody is listening any more.
-            with contextlib.suppress(RuntimeError):
-                aio_loop.call_soon_threadsafe(events.put_nowait, item)
-
-        self._loop.submit(request, self._stop_criteria(request), sink)
+        relay = self._relay(asyncio.get_running_loop())
+        self._loop.submit(request, self._stop_criteria(request), relay.sink(events))
         done = False
         try:
             while True:

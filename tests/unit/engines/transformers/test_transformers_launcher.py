@@ -11,6 +11,7 @@ from aiforge.config import Settings
 from aiforge.engines.base import ReplicaSpec
 from aiforge.engines.server.main import parse_args
 from aiforge.engines.transformers import TransformersEngine
+from aiforge.engines.transformers.launcher import SPIN_ENV, thread_env
 
 
 def test_launch_plan_runs_the_module_with_the_common_flags(tmp_path: Path) -> None:
@@ -63,3 +64,14 @@ def test_replica_flags_and_settings_size_or_disable_the_prefix_cache(tmp_path: P
     assert parse_args(base, Settings(prefix_cache_sequences=7)).prefix_cache_sequences == 7
     with pytest.raises(SystemExit):
         parse_args([*base, "--prefix-cache-sequences", "0"], Settings())
+
+
+def test_openmp_threads_spin_briefly_unless_the_environment_says_otherwise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    plan = TransformersEngine().launch_plan(ReplicaSpec(tmp_path, "m", 1))
+    assert dict(plan.env) == SPIN_ENV == {"GOMP_SPINCOUNT": "10000"}
+    assert thread_env({"OMP_WAIT_POLICY": "ACTIVE"}) == {}
+    assert thread_env({"GOMP_SPINCOUNT": "300000"}) == {}

@@ -5,7 +5,8 @@ step runs. Everything crossing threads goes through :meth:`EngineLoop.submit` /
 :meth:`EngineLoop.abort` (an inbox drained between steps, i.e. at token boundaries) and
 each request's *sink*, a callable the loop invokes from its thread with every
 :class:`TokenEvent`, or with the exception that ended the request. The asyncio side makes
-its sink thread-safe with ``loop.call_soon_threadsafe``.
+its sink thread-safe through an :class:`~aiforge.engines.transformers.relay.EventRelay`
+(one ``call_soon_threadsafe`` per burst of events).
 
 One request cannot take the loop down: a request that fails to join (its parameters) or to
 sample (its constraint) fails alone, and a failed forward pass fails that step's requests.

@@ -41,7 +41,7 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import httpx
 import typer
@@ -55,6 +55,7 @@ from aiforge.config import Settings
 from aiforge.engines.registry import ENGINE_NAMES, EngineSelectionError
 from aiforge.gateway.access import DiscardUsage, OpenAccess
 from aiforge.gateway.app import create_app
+from aiforge.gateway.front.protocol import front_protocol
 from aiforge.gateway.handler import OpenAIHandler
 from aiforge.gateway.request_id import InferenceFastPath
 from aiforge.models.sources import model_reference, served_name
@@ -441,13 +442,14 @@ async def _serve_gateway(
 ) -> None:
     """Serve until a shutdown is requested, then drain (:meth:`OpenAIHandler.drain`)."""
     grace = settings.shutdown_grace_s
+    handler: OpenAIHandler = app.state.handler
+    front = front_protocol(handler, max_body_bytes=settings.max_body_bytes)
     config = uvicorn.Config(
         InferenceFastPath(app), host=settings.host, port=settings.port, log_level="warning",
-        access_log=False, ws="none", lifespan="on",
+        access_log=False, ws="none", lifespan="on", http=cast(Any, front),
         timeout_graceful_shutdown=int(grace + GATEWAY_STOP_MARGIN_S),
     )  # fmt: skip
     server = _GatewayServer(config)
-    handler: OpenAIHandler = app.state.handler
     models = ", ".join(directory.models())
     progress(f"serving {models} at http://{settings.host}:{settings.port}/v1 "
              "(OpenAI API; Ctrl-C stops)")  # fmt: skip

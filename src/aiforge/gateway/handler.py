@@ -223,12 +223,34 @@ class OpenAIHandler:
     async def handle(self, request: Request, kind: RequestKind, path: str) -> Response:
         """Answer one inference request (``path`` is the replica route, e.g. ``/v1/embeddings``)."""
         headers = pick_headers(request.scope["headers"], _HANDLED_HEADERS)
+        return await self.answer(
+            kind,
+            path,
+            scope_request_id(request.scope),
+            headers,
+            functools.partial(read_body, request, self.settings.max_body_bytes),
+            functools.partial(client_left, request.receive),
+        )
+
+    async def answer(
+        self,
+        kind: RequestKind,
+        path: str,
+        request_id: str,
+        headers: Mapping[str, str],
+        body: bytes | Callable[[], Awaitable[bytes]],
+        left: Callable[[], Awaitable[None]],
+    ) -> Response:
+        """Answer one inference request however it arrived (ASGI, or the gateway's own
+        front): ``headers`` by lower-case name, ``body`` the bytes or how to read them
+        (after authentication), ``left`` returns once the client is gone."""
         principal = self._authenticate(headers.get("authorization"))
-        call = self._open_call(principal, kind, path, scope_request_id(request.scope))
+        call = self._open_call(principal, kind, path, request_id)
         try:
             self._refuse_if_draining()
             check_content_type(headers.get("content-type"))
-            body = await read_body(request, self.settings.max_body_bytes)
+            if not isinstance(body, bytes):
+                body = await body()
             parsed = await self._admit(call, body, headers)
         except OpenAIError as exc:
             await self._refused(call, exc)
@@ -236,8 +258,18 @@ class OpenAIHandler:
         except BaseException as exc:
             await self._abandon(call, exc)
             raise
-        left = functools.partial(client_left, request.receive)
         return await self._unless_interrupted(left, call, self._proxied(call, parsed))
+
+    async def left_mid_upload(
+        self, kind: RequestKind, path: str, request_id: str, headers: Mapping[str, str]
+    ) -> None:
+        """A client left while its body was still arriving: an authenticated one gets its
+        record (a 499, as :meth:`handle` records a disconnect while it reads the body)."""
+        try:
+            principal = self._authenticate(headers.get("authorization"))
+        except OpenAIError:
+            return
+        await self._refused(self._open_call(principal, kind, path, request_id), client_closed())
 
     async def submit(
         self,

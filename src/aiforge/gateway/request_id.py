@@ -86,7 +86,7 @@ class RequestIdMiddleware:
             if started:
                 raise
             log.exception("unhandled error answering %s", request_id)
-            await error_response(_internal_error())(scope, receive, send_with_id)
+            await error_response(internal_error())(scope, receive, send_with_id)
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = INFERENCE_ROUTES.get(scope["path"])
@@ -125,7 +125,7 @@ class InferenceFastPath:
             await self.app(scope, receive, send)
 
 
-def _internal_error() -> OpenAIError:
+def internal_error() -> OpenAIError:
     return OpenAIError(
         "The gateway failed on this request; quote its x-request-id when you report it.",
         status_code=500,

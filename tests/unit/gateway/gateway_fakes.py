@@ -15,6 +15,8 @@ from fastapi.responses import Response, StreamingResponse
 
 from aiforge.config import Settings
 from aiforge.gateway.app import create_app
+from aiforge.gateway.front.protocol import front_protocol
+from aiforge.gateway.request_id import InferenceFastPath
 from aiforge.testing.fleet import StaticFleet
 from aiforge.testing.server import running_app
 from aiforge.types import AuthError, LimitExceeded, Principal, Ticket, UsageEvent
@@ -185,6 +187,7 @@ async def gateway(tmp_path: Any) -> AsyncIterator[Gateway]:
         app = create_app(settings, directory=fleet.directory, fleet_status=fleet.status,
                          authenticator=KeyAuth({KEY: PRINCIPAL}),
                          admission=admission, usage_sink=usage)  # fmt: skip
-        async with running_app(app) as url:
+        front = front_protocol(app.state.handler, max_body_bytes=settings.max_body_bytes)
+        async with running_app(InferenceFastPath(app), http=front) as url:
             yield Gateway(url=url, app=app, fleet=fleet, fleet_url=replica_url,
                           replica_app=replica_app, admission=admission, usage=usage)  # fmt: skip

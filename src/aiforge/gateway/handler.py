@@ -39,6 +39,7 @@ from typing import Any, Literal
 import anyio
 from fastapi import Request
 from fastapi.responses import Response
+from starlette.background import BackgroundTask
 
 from aiforge.config import Settings
 from aiforge.gateway.access import Admission, Authenticator, UsageSink
@@ -170,6 +171,23 @@ class _Call:
         return dialect_of(self.endpoint.dialect if self.endpoint else "openai")
 
 
+class AfterAnswer(BackgroundTask):
+    """A plain answer's bookkeeping — its usage record, settling its limits, releasing its
+    replica, metrics — run as the answer's ``background``: once the answer is written to
+    the client (the front and Starlette's ``Response`` both run it right after the write,
+    in the same step for the in-memory limits), so at one connection the client does not
+    wait for it. :meth:`OpenAIHandler.submit` runs it before returning. A crash between the
+    write and the record leaves the request's provisional record, as it would for a stream
+    whose events were already forwarded. (Starlette's own ``BackgroundTask`` inspects its
+    function on every construction, which costs more than the rest of this.)"""
+
+    def __init__(self, finish: Callable[[], Awaitable[None]]) -> None:
+        self._finish = finish
+
+    async def __call__(self) -> None:
+        await self._finish()
+
+
 class OpenAIHandler:
     """Serves the proxied OpenAI routes for one gateway app."""
 
@@ -299,9 +317,13 @@ class OpenAIHandler:
         except BaseException as exc:
             await self._abandon(call, exc)
             raise
-        return await self._unless_interrupted(
+        response = await self._unless_interrupted(
             client_left or _never, call, self._proxied(call, parsed)
         )
+        if response.background is not None:  # nobody else sends it: record it now
+            background, response.background = response.background, None
+            await background()
+        return response
 
     def _open_call(
         self, principal: Principal, kind: RequestKind, path: str, request_id: str
@@ -572,14 +594,14 @@ class OpenAIHandler:
             break
         ok = upstream.status_code == 200
         body = call.dialect.conform_answer(body, upstream.status_code)
-        await self._finish(
-            call,
-            status=upstream.status_code,
+        media_type = upstream.headers.get("content-type", "application/json")
+        response = Response(body, status_code=upstream.status_code, media_type=media_type)
+        response.background = AfterAnswer(functools.partial(
+            self._finish, call, status=upstream.status_code,
             usage=usage_from_body(body) if ok else None,
             error_type=None if ok else "upstream_error",
-        )
-        media_type = upstream.headers.get("content-type", "application/json")
-        return Response(body, status_code=upstream.status_code, media_type=media_type)
+        ))  # fmt: skip
+        return response
 
     def _meter(self, call: _Call) -> StreamMeter:
         assert call.parsed is not None

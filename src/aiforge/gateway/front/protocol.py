@@ -257,10 +257,14 @@ class FrontProtocol(asyncio.Protocol):
         assert transport is not None
         extra = [*self._server_state.default_headers, (_REQUEST_ID, request_id.encode())]
         if not isinstance(response, StreamingResponse):
-            if not self._lost:
-                head = response_head(response.status_code, response.raw_headers, extra,
-                                     chunked=False, close=close)  # fmt: skip
-                transport.write(head + response.body)
+            try:
+                if not self._lost:
+                    head = response_head(response.status_code, response.raw_headers, extra,
+                                         chunked=False, close=close)  # fmt: skip
+                    transport.write(head + response.body)
+            finally:
+                if response.background is not None:
+                    await response.background()
             return
         self._streaming = True
         current = asyncio.current_task()

@@ -188,6 +188,21 @@ class AfterAnswer(BackgroundTask):
         await self._finish()
 
 
+class PlainAnswer(Response):
+    """A replica's plain answer as it came: its bytes, status and media type (Starlette's
+    ``Response`` would work out its headers again on every construction)."""
+
+    def __init__(self, body: bytes, status_code: int, media_type: str) -> None:
+        self.body = body
+        self.status_code = status_code
+        self.media_type = media_type
+        self.background = None
+        self.raw_headers = [
+            (b"content-length", b"%d" % len(body)),
+            (b"content-type", media_type.encode("latin-1")),
+        ]
+
+
 class OpenAIHandler:
     """Serves the proxied OpenAI routes for one gateway app."""
 
@@ -511,7 +526,7 @@ class OpenAIHandler:
         assert call.routing is not None
         assert call.parsed is not None
         if not call.counted_in_flight:
-            self.metrics.in_flight_of(call.model).inc()
+            self.metrics.started(call.model)
             call.counted_in_flight = True
             self._journal_open(call)
         try:
@@ -595,7 +610,7 @@ class OpenAIHandler:
         ok = upstream.status_code == 200
         body = call.dialect.conform_answer(body, upstream.status_code)
         media_type = upstream.headers.get("content-type", "application/json")
-        response = Response(body, status_code=upstream.status_code, media_type=media_type)
+        response = PlainAnswer(body, upstream.status_code, media_type)
         response.background = AfterAnswer(functools.partial(
             self._finish, call, status=upstream.status_code,
             usage=usage_from_body(body) if ok else None,
@@ -720,7 +735,7 @@ class OpenAIHandler:
         replica_id = call.endpoint.id if call.endpoint else ""
         self._release(call, ok=200 <= status < 500, tokens=usage.completion_tokens)
         if call.counted_in_flight:
-            self.metrics.in_flight_of(call.model).dec()
+            self.metrics.ended(call.model)
         latency_s = time.perf_counter() - call.t0
         if call.ticket is not None:
             try:

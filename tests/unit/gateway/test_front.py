@@ -329,3 +329,18 @@ async def test_a_stream_is_relayed_in_chunks_and_a_client_leaving_it_is_metered_
     await asyncio.sleep(0.2)
     assert len(gateway.usage.events) == 1
     assert gateway.fleet.directory.in_flight(MODEL, "r0") == 0
+
+
+async def test_a_large_body_is_not_read_before_its_key_is_checked(gateway: Gateway) -> None:
+    """The front reads small bodies whole before the handler sees them; a large one goes to
+    uvicorn, which refuses a bad key having read only the start of it."""
+    front = front_protocol(gateway.app.state.handler, max_body_bytes=1 << 20)
+    async with (
+        running_app(InferenceFastPath(gateway.app), http=front) as url,
+        connection(url) as (reader, writer),
+    ):
+        writer.write(request(b"x" * 300_000, key="Bearer sk-wrong")[:2000])
+        status, headers, body = await asyncio.wait_for(read_response(reader), 5)
+    assert status == 401
+    assert orjson.loads(body)["error"]["code"] == "invalid_api_key"
+    assert headers[HEADER].startswith("req-")

@@ -60,6 +60,11 @@ log = logging.getLogger(__name__)
 _REQUEST_ID = HEADER.encode()
 PIPELINE_BUFFER_BYTES = 64 * 1024
 """Bytes of later requests read ahead while one is answered, before reading pauses."""
+NATIVE_BODY_BYTES = 64 * 1024
+"""The largest body the front reads itself. A larger one goes to uvicorn with its
+connection, which reads no more than this before the handler has checked the caller's key:
+the front reads a whole body first, and must not hold megabytes for a caller it then
+refuses."""
 ProtocolFactory = Callable[..., asyncio.Protocol]
 
 
@@ -112,7 +117,7 @@ class FrontProtocol(asyncio.Protocol):
         self._app_state = app_state
         self._loop = loop or asyncio.get_running_loop()
         self._handler = handler
-        self._max_body_bytes = max_body_bytes
+        self._native_body_bytes = min(max_body_bytes, NATIVE_BODY_BYTES)
         self._fallback = fallback
         self._keep_alive_s = float(config.timeout_keep_alive)
         self._transport: asyncio.Transport | None = None
@@ -198,8 +203,11 @@ class FrontProtocol(asyncio.Protocol):
                     self._hand_over()
                 return
             head = read_head(buffer, end, INFERENCE_ROUTES)
-            if head is None or head.content_length > self._max_body_bytes:
-                self._hand_over()  # uvicorn answers it (a 413 for a body over the limit)
+            if head is None or head.content_length > self._native_body_bytes:
+                # uvicorn answers it: a large body is read only after its key was checked
+                # (uvicorn stops reading at 64 KiB until the app asks), one over the limit
+                # is a 413
+                self._hand_over()
                 return
             self._head = head
         stop = head.size + head.content_length

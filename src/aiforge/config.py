@@ -114,6 +114,11 @@ class Settings(BaseSettings):
     """Use this admin API key instead of generating one on first start."""
     key_pepper: str | None = None
     """A secret mixed into API-key hashes; set the same value on every gateway of a database."""
+    usage_flush_process: bool = True
+    """Write the usage journal to the database from a child process (``python -m
+    aiforge.platform.metering.flusher``), so reading and inserting records never takes the GIL
+    from the gateway's event loop. Off (``AIFORGE_USAGE_FLUSH_PROCESS=0``): the gateway's
+    flusher thread writes them itself, as it does whenever the worker cannot start."""
 
     # -- files and batches (``/v1/files``, ``/v1/batches``) --------------------------
     files_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1)

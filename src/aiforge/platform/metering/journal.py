@@ -9,6 +9,11 @@ responsible for (the active one and sealed ones not yet flushed). A lock dies wi
 process, so any segment that can be locked has no live owner: another process (or this one
 after a restart) may adopt it, flush it and delete it. Several gateways may therefore share
 one data dir, and a killed gateway's records are picked up by the next start.
+
+Sealing may *carry* lines into the next segment (``seal(carry=...)``): entries that must
+outlive the sealed one (the ledger's opened entries of requests still running). They are
+written under the same lock as the swap, so no append can fall between the writer's
+snapshot of what to carry and the segment it is carried to.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +34,11 @@ import orjson
 log = logging.getLogger(__name__)
 
 SEGMENT_SUFFIX = ".jsonl"
+
+
+def journal_line(record: object) -> bytes:
+    """``record`` as one journal line (JSON, then a newline), for :meth:`Journal.write`."""
+    return orjson.dumps(record) + b"\n"
 
 
 @dataclass(slots=True)
@@ -74,17 +84,32 @@ class Journal:
 
     def append(self, record: dict[str, Any] | object) -> None:
         """Write one record as one line, to the OS, before returning."""
-        line = orjson.dumps(record) + b"\n"
+        self.write(journal_line(record))
+
+    def write(self, line: bytes) -> None:
+        """Write one line made by :func:`journal_line`, to the OS, before returning."""
         with self._lock:
             if self._active is None:
                 self._active = self._create_segment()
             os.write(self._active.fd, line)
             self._active.records += 1
 
-    def seal(self) -> Segment | None:
-        """Close the active segment for writing (fsync'd) and hand it over; None if empty."""
+    def seal(self, carry: Callable[[], Collection[bytes]] | None = None) -> Segment | None:
+        """Close the active segment for writing (fsync'd) and hand it over; None if empty.
+
+        ``carry`` is called under the append lock, right after the swap, and the lines it
+        returns (each made by :func:`journal_line`) start the new active segment, in one
+        ``write``. Nothing is carried when there was nothing to seal: then no line was
+        appended since the last seal, which carried everything that had to outlive it.
+        """
         with self._lock:
             segment, self._active = self._active, None
+            if segment is not None and carry is not None:
+                lines = carry()
+                if lines:
+                    self._active = self._create_segment()
+                    os.write(self._active.fd, b"".join(lines))
+                    self._active.records = len(lines)
         if segment is not None:
             os.fsync(segment.fd)
         return segment

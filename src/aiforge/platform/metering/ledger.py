@@ -2,21 +2,26 @@
 a record.
 
 ``record`` appends to the local journal and returns (microseconds, no database). A flusher
-thread seals the active segment every ``flush_interval_s``, inserts its records in one
-idempotent batch and deletes the segment only after the commit. ``start`` first replays
-every segment left behind (a crash, a ``SIGKILL``, a database outage, another gateway that
-died); ``stop`` flushes what is left.
+thread seals the active segment every ``flush_interval_s`` and has its records inserted in
+one idempotent batch, by the flush worker process when there is one
+(:mod:`aiforge.platform.metering.worker`: the Python of reading, sorting and inserting then
+never competes with the event loop for the GIL), else in this process. A segment is
+deleted only after its batch committed, and stays locked by this process until then.
+``start`` first replays every segment left behind (a crash, a ``SIGKILL``, a database
+outage, another gateway that died); ``stop`` flushes what is left. Both write in this
+process: no request is served yet, or none any more.
 
 Requests in flight when the gateway dies: ``open`` journals an ``{"opened": <provisional
-record>}`` entry just before a request goes to a replica (one more append, no fsync). A
-flush drops an opened entry once its final record is journaled; one whose request is still
-running here is appended again to the active segment, so it outlives the sealed segment
-that is deleted. An opened entry in a segment *adopted* from a dead writer without its final
-record becomes the request's record (status 502, ``gateway_crashed``, the prompt estimate,
-no completion tokens — what the replica did after the crash is unknown). A real record
-always replaces such a placeholder in the database, so the order in which gateways adopt a
-dead one's segments does not matter: every request that reached a replica has exactly one
-record.
+record>}`` entry just before a request goes to a replica (one more append, no fsync). Every
+seal journals the opened entry of each request still running here again, at the start of
+the new active segment (``Journal.seal(carry=...)``, under the append lock), so it outlives
+the sealed segment that is deleted; a flush therefore drops the opened entries of the
+segments this process sealed, whichever requests still run. An opened entry in a segment
+*adopted* from a dead writer without its final record becomes the request's record (status
+502, ``gateway_crashed``, the prompt estimate, no completion tokens — what the replica did
+after the crash is unknown). A real record always replaces such a placeholder in the
+database, so the order in which gateways adopt a dead one's segments does not matter: every
+request that reached a replica has exactly one record.
 """
 
 from __future__ import annotations
@@ -25,65 +30,23 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import Engine
 
 from aiforge.config import Settings
 from aiforge.platform.db.engine import make_engine
 from aiforge.platform.limits.admission import BudgetUsage
-from aiforge.platform.metering.journal import Journal, Segment, read_segment
+from aiforge.platform.metering.journal import Journal, Segment, journal_line
 from aiforge.platform.metering.queries import GroupBy, UsageFilter, UsageTotal, budget_usage
 from aiforge.platform.metering.queries import usage_totals as query_totals
-from aiforge.platform.metering.rows import insert_records
+from aiforge.platform.metering.replay import OPENED, write_segments
+from aiforge.platform.metering.worker import FlushWorker
 from aiforge.types import UsageEvent
 
 log = logging.getLogger(__name__)
 
 JOURNAL_DIRNAME = "usage-journal"
-OPENED = "opened"
-"""Journal entry ``{"opened": <provisional record>}``: a request sent to a replica."""
-
-
-@dataclass
-class ReplayBatch:
-    """Journal entries sorted for the database (pure bookkeeping)."""
-
-    records: list[Mapping[str, Any]] = field(default_factory=list)
-    placeholders: list[Mapping[str, Any]] = field(default_factory=list)
-    """Provisional records of requests whose gateway died before their final record."""
-    carried: list[Mapping[str, Any]] = field(default_factory=list)
-    """Opened entries of requests still running in this process (journal them again)."""
-
-
-def sort_entries(
-    segments: Iterable[tuple[bool, list[dict[str, Any]]]], running: set[str] | frozenset[str]
-) -> ReplayBatch:
-    """Split ``(adopted, entries)`` per segment into records, placeholders and carried
-    opened entries. ``running``: request ids this process has opened and not yet recorded."""
-    batch = ReplayBatch()
-    opened: list[tuple[bool, Mapping[str, Any]]] = []
-    for adopted, entries in segments:
-        for entry in entries:
-            provisional = entry.get(OPENED)
-            if isinstance(provisional, dict):
-                opened.append((adopted, provisional))
-            else:
-                batch.records.append(entry)
-    finished = {str(r.get("request_id")) for r in batch.records}
-    for adopted, provisional in opened:
-        request_id = str(provisional.get("request_id"))
-        if request_id in finished:
-            continue
-        if adopted:
-            batch.placeholders.append(provisional)
-        elif request_id in running:
-            batch.carried.append(provisional)
-        # else: its final record went to the active segment after the seal.
-    return batch
 
 
 class UsageLedger:
@@ -96,40 +59,53 @@ class UsageLedger:
         *,
         flush_interval_s: float = 0.5,
         adopt_interval_s: float = 10.0,
+        flush_worker: FlushWorker | None = None,
     ) -> None:
+        """``flush_worker``: writes the periodic flushes' batches in another process; None:
+        this process writes them."""
         self.engine = engine
         self._journal = Journal(journal_dir)
         self._flush_interval_s = flush_interval_s
         self._adopt_interval_s = adopt_interval_s
+        self._worker = flush_worker
         self._pending: list[Segment] = []
         self._flush_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_adopt = 0.0
-        self._running: set[str] = set()
+        self._running: dict[str, bytes] = {}
+        """Request id to the journal line of its opened entry, from ``open`` to ``record``."""
 
     @classmethod
     def from_settings(cls, settings: Settings, engine: Engine | None = None) -> UsageLedger:
-        """A ledger on the configured database, journaling under ``data_dir``."""
-        db = engine if engine is not None else make_engine(settings.resolved_database_url())
-        return cls(db, settings.data_dir / JOURNAL_DIRNAME)
+        """A ledger on the configured database (``engine``, if given, is made from the same
+        URL), journaling under ``data_dir``, with a flush worker unless turned off."""
+        url = settings.resolved_database_url()
+        db = engine if engine is not None else make_engine(url)
+        worker = FlushWorker(url) if settings.usage_flush_process else None
+        return cls(db, settings.data_dir / JOURNAL_DIRNAME, flush_worker=worker)
 
     def open(self, provisional: UsageEvent) -> None:
         """Journal the record ``provisional`` a replay uses if this process dies before
         :meth:`record` of the same request (one local ``write``)."""
-        self._running.add(provisional.request_id)
-        self._journal.append({OPENED: provisional})
+        line = journal_line({OPENED: provisional})
+        # Before the append: a seal in between carries the entry (journaled twice, harmless);
+        # after it, a seal could delete the only opened entry of a running request.
+        self._running[provisional.request_id] = line
+        self._journal.write(line)
 
     def record(self, event: UsageEvent) -> None:
         """Append ``event`` to the journal (in the OS before this returns). Never blocks on I/O
         beyond one local ``write``."""
         self._journal.append(event)
-        # Only after the append: a flush that no longer sees the id running finds the record.
-        self._running.discard(event.request_id)
+        # Only after the append: a seal in between carries the opened entry to the next
+        # segment although the record is in the sealed one. A flush drops it there; adopted
+        # after a crash, it is a placeholder, which the real record wins over.
+        self._running.pop(event.request_id, None)
 
     async def start(self) -> None:
         """Replay every unflushed segment into the database, then start the flusher."""
-        await asyncio.to_thread(self.flush, adopt=True)
+        await asyncio.to_thread(self._flush, adopt=True, worker=None)
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="usage-flusher", daemon=True)
         self._thread.start()
@@ -146,11 +122,16 @@ class UsageLedger:
     def flush(self, *, adopt: bool = False) -> int:
         """Seal the active segment and write every pending one; return the new rows.
 
-        With ``adopt``, also take over segments whose writer is gone. A segment is deleted
-        only after its batch committed; on a database error it stays pending and locked.
+        With ``adopt``, also take over segments whose writer is gone. The batch goes to the
+        flush worker when there is one that runs (or can be started), else it is written
+        here. A segment is deleted only after its batch committed; on a database error, or
+        a worker that died mid-batch, it stays pending and locked.
         """
+        return self._flush(adopt=adopt, worker=self._worker)
+
+    def _flush(self, *, adopt: bool, worker: FlushWorker | None) -> int:
         with self._flush_lock:
-            sealed = self._journal.seal()
+            sealed = self._journal.seal(carry=self._carried)
             if sealed is not None:
                 self._pending.append(sealed)
             if adopt:
@@ -158,17 +139,20 @@ class UsageLedger:
                 self._last_adopt = time.monotonic()
             if not self._pending:
                 return 0
-            segments = [(s.adopted, read_segment(s.path)) for s in self._pending]
-            batch = sort_entries(segments, frozenset(self._running))
-            # Before the sealed segments go: the opened entries must stay in the journal.
-            for provisional in batch.carried:
-                self._journal.append({OPENED: provisional})
-            with self.engine.begin() as connection:
-                inserted = insert_records(connection, batch.records, batch.placeholders)
+            segments = [(s.path, s.adopted) for s in self._pending]
+            inserted = None if worker is None else worker.write(segments)
+            if inserted is None:
+                inserted = write_segments(self.engine, segments)
             for segment in self._pending:
                 self._journal.discard(segment)
             self._pending.clear()
             return inserted
+
+    def _carried(self) -> list[bytes]:
+        """The opened entries of the requests running now (called by the seal, under the
+        journal's append lock). One copy in C, atomic under the GIL: the event loop thread
+        adds and removes ids meanwhile, outside that lock (see ``open`` and ``record``)."""
+        return list(self._running.values())
 
     async def totals(self, *, group_by: GroupBy, filters: UsageFilter) -> list[UsageTotal]:
         """Totals of the flushed records (the journal lags by at most one flush interval)."""
@@ -199,7 +183,7 @@ class UsageLedger:
 
     def _final_flush(self) -> None:
         try:
-            self.flush()
+            self._flush(adopt=False, worker=None)
         except Exception:
             log.exception("usage ledger: final flush failed; records stay in the journal")
         finally:
@@ -208,3 +192,5 @@ class UsageLedger:
                     self._journal.release(segment)
                 self._pending.clear()
                 self._journal.close()
+                if self._worker is not None:
+                    self._worker.stop()

@@ -8,7 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from aiforge.platform.metering.journal import Journal, read_segment
+import pytest
+
+from aiforge.platform.metering.journal import Journal, journal_line, read_segment
 
 
 def test_append_is_readable_before_sealing(tmp_path: Path) -> None:
@@ -22,6 +24,31 @@ def test_append_is_readable_before_sealing(tmp_path: Path) -> None:
     assert segment.records == 2
     assert journal.seal() is None
     journal.discard(segment)
+    assert not list(tmp_path.glob("*.jsonl"))
+
+
+def test_a_seal_carries_lines_into_the_next_segment(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    assert journal.seal(carry=lambda: pytest.fail("nothing sealed, nothing to carry")) is None
+    journal.append({"request_id": "r1"})
+    opened = [journal_line({"opened": {"request_id": f"r{i}"}}) for i in (2, 3)]
+    sealed = journal.seal(carry=lambda: opened)
+    assert sealed is not None
+    assert read_segment(sealed.path) == [{"request_id": "r1"}]
+    (active,) = set(tmp_path.glob("*.jsonl")) - {sealed.path}
+    journal.append({"request_id": "r2"})
+    assert read_segment(active) == [
+        {"opened": {"request_id": "r2"}},
+        {"opened": {"request_id": "r3"}},
+        {"request_id": "r2"},
+    ]
+    assert list(Journal(tmp_path).adopt_orphans()) == []  # the new segment is locked too
+    carried = journal.seal(carry=list)  # nothing left to carry: no new segment
+    assert carried is not None
+    assert carried.path == active
+    assert carried.records == 3
+    for segment in (sealed, carried):
+        journal.discard(segment)
     assert not list(tmp_path.glob("*.jsonl"))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -232,3 +233,42 @@ def test_a_real_record_replaces_a_placeholder_but_nothing_else(
     late._journal.close()
     UsageLedger(engine, second).flush(adopt=True)
     assert rows(engine) == {"r1": (200, 10, 3, None), "r2": (200, 10, 5, None)}
+
+
+@pytest.mark.parametrize("crash", [False, True])
+def test_a_record_sealed_while_its_request_still_counts_as_running(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, crash: bool
+) -> None:
+    """``record`` appended the final record, then a seal ran before ``record`` took the
+    request out of the running set: the sealed segment holds the record, and the seal also
+    carried the request's opened entry into the next segment. Redundant and harmless: a
+    flush drops that entry; adopted after a crash, it is a placeholder the record wins over."""
+    journal_dir = tmp_path / "journal"
+    ledger = UsageLedger(engine, journal_dir)
+    appended, resume = threading.Event(), threading.Event()
+    append = ledger._journal.append
+
+    def append_then_pause(record: object) -> None:
+        append(record)
+        appended.set()
+        resume.wait(10)
+
+    monkeypatch.setattr(ledger._journal, "append", append_then_pause)
+    ledger.open(provisional("r1"))
+    recorder = threading.Thread(target=ledger.record, args=(event("r1"),))
+    recorder.start()
+    try:
+        assert appended.wait(10)
+        assert ledger.flush() == 1  # the real record, from the sealed segment
+    finally:
+        resume.set()
+        recorder.join()
+    (carried,) = journal_dir.glob("*.jsonl")
+    assert [e["opened"]["request_id"] for e in read_segment(carried)] == ["r1"]
+    if crash:
+        ledger._journal.close()  # SIGKILL: another gateway adopts the carried entry
+        assert UsageLedger(engine, journal_dir).flush(adopt=True) == 0
+    else:
+        assert ledger.flush() == 0
+    assert rows(engine) == {"r1": (200, 10, 5, None)}
+    assert not list(journal_dir.glob("*.jsonl"))

@@ -316,6 +316,9 @@ async def inline_images(
     """``parsed`` with every http(s) image URL fetched and replaced by a data URL (the same
     request when it has none). Raises a 400 :class:`OpenAIError` naming the part at fault,
     or for more images than ``AIFORGE_IMAGE_MAX_PER_REQUEST``."""
+    body = parsed.upstream_body
+    if b"image_url" not in body and b"\\u" not in body:
+        return parsed  # no JSON string in it can say "image_url": it would spell it or escape it
     parts = list(_image_parts(parsed.payload))
     if not parts:
         return parsed

@@ -253,3 +253,22 @@ async def test_too_many_images_is_a_400() -> None:
 async def test_a_body_without_remote_images_is_untouched() -> None:
     parsed = parse_request(chat_body("data:image/png;base64,AA=="), "chat")
     assert await inline_images(parsed, Settings()) is parsed
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize(
+    "spelled",
+    [b'"image_url"', b'"\\u0069mage_url"', b'"image\\u005furl"', b'"\\u0069\\u006d\\u0061ge_url"'],
+)
+async def test_an_image_part_is_found_however_its_keys_are_escaped(
+    stream: bool, spelled: bytes
+) -> None:
+    """The shortcut that skips bodies without images must not skip one that spells
+    ``image_url`` with JSON escapes (its URL would reach the replica unvetted)."""
+    body = chat_body("http://127.0.0.1/image.png").replace(b'"image_url"', spelled)
+    body = body if stream else body.replace(b'"stream":true', b'"stream":false')
+    parsed = parse_request(body, "chat")
+    with pytest.raises(OpenAIError) as refused:
+        await inline_images(parsed, Settings())
+    assert refused.value.param == "messages[0].content[1].image_url.url"
+    assert "loopback" in refused.value.message

@@ -124,7 +124,7 @@ def _mutations() -> list[bytes]:
     """Heads near the plain one: every variant, and each with one byte of the head changed
     to a character that matters to HTTP framing."""
     found = list(VARIANTS) + list(REFUSED)
-    for base, at, byte in itertools.product(VARIANTS[:2], range(0, 120, 3), b" :\t\r\n\x00aA1-"):
+    for base, at, byte in itertools.product(VARIANTS, range(0, 160, 2), b" :\t\r\n\x00aA1-"):
         end = base.find(HEAD_END)
         if at < end:
             found.append(base[:at] + bytes([byte]) + base[at + 1 :])
@@ -137,12 +137,12 @@ def test_every_head_read_here_means_the_same_to_llhttp() -> None:
     accepted = 0
     for data in _mutations():
         head = _read(data)
-        if head is None:
-            continue
+        if head is None or len(data) < head.size + head.content_length:
+            continue  # refused, or both wait for more of the body
         accepted += 1
         parsed = _Llhttp()
         parser = parsed.parser = httptools.HttpRequestParser(parsed)
-        parser.feed_data(data)
+        parser.feed_data(data[: head.size + head.content_length])  # one request, as framed here
         assert parsed.complete, data
         assert parser.get_method() == b"POST"
         assert parsed.url.decode("latin-1") == head.path

@@ -3,28 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pytest
 from sqlalchemy import Engine, func, select
 
-from aiforge.platform.db.engine import make_engine
-from aiforge.platform.db.migrate import upgrade_to_head
 from aiforge.platform.metering import UsageFilter, UsageLedger, UsageRecordRow
 from aiforge.types import GATEWAY_CRASHED, UsageEvent
 
 STARTED = datetime(2025, 6, 1, 12, tzinfo=UTC).timestamp()
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    upgrade_to_head(database_url)
-    db = make_engine(database_url)
-    yield db
-    db.dispose()
 
 
 def event(i: int) -> UsageEvent:

@@ -87,6 +87,12 @@ def serve(requests: BinaryIO, answers: int) -> int:
 
 
 def main() -> int:
+    if any(arg in ("-h", "--help") for arg in sys.argv[1:]):
+        print(__doc__)
+        print(
+            "Not a command to run by hand: aiforge serve starts it (AIFORGE_USAGE_FLUSH_PROCESS)."
+        )
+        return 0
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Answers get a descriptor of their own; anything printed goes to stderr instead.
     answers = os.dup(sys.stdout.fileno())

@@ -344,3 +344,44 @@ async def test_a_large_body_is_not_read_before_its_key_is_checked(gateway: Gatew
     assert status == 401
     assert orjson.loads(body)["error"]["code"] == "invalid_api_key"
     assert headers[HEADER].startswith("req-")
+
+
+async def test_a_request_sent_a_byte_at_a_time_is_answered(gateway: Gateway) -> None:
+    async with connection(gateway.url) as (reader, writer):
+        for byte in request():
+            writer.write(bytes([byte]))
+            await writer.drain()
+        status, _, body = await read_response(reader)
+    assert status == 200
+    assert orjson.loads(body)["object"] == "chat.completion"
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40,  # a TLS hello
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: -1\r\n\r\n",
+        b"GARBAGE\r\n\r\n",
+    ],
+    ids=["tls", "negative-length", "garbage"],
+)
+async def test_what_is_not_http_goes_to_uvicorn_and_the_gateway_lives_on(
+    gateway: Gateway, garbage: bytes
+) -> None:
+    async with connection(gateway.url) as (reader, writer):
+        writer.write(garbage)
+        answer = await asyncio.wait_for(reader.read(65536), 5)
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 4")
+    async with connection(gateway.url) as (reader, writer):
+        writer.write(request())
+        assert (await read_response(reader))[0] == 200
+
+
+async def test_an_inference_head_that_does_not_end_is_a_431(gateway: Gateway) -> None:
+    async with connection(gateway.url) as (reader, writer):
+        writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nx-long: " + b"a" * 20_000)
+        status, headers, body = await asyncio.wait_for(read_response(reader), 5)
+        assert await reader.read() == b""
+    assert status == 431
+    assert orjson.loads(body)["error"]["code"] == "request_header_fields_too_large"
+    assert headers[HEADER].startswith("req-")

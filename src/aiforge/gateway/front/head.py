@@ -20,7 +20,7 @@ from aiforge.types import RequestKind
 
 HEAD_END = b"\r\n\r\n"
 MAX_HEAD_BYTES = 16 * 1024
-"""A head not complete within this many bytes goes to uvicorn (which bounds its own)."""
+"""The longest head of an inference request the front waits for (a 431 beyond it)."""
 _FIELDS = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00-\x08\x0a-\x1f\x7f]*\r\n)*")
 """Header lines: a token, a colon, a value without control characters (tab allowed)."""
 _FIELD = re.compile(r"([^:]+):[ \t]*([^\r]*)\r\n")

@@ -197,10 +197,10 @@ class FrontProtocol(asyncio.Protocol):
         if head is None:
             end = buffer.find(HEAD_END)
             if end < 0:
-                if len(buffer) > MAX_HEAD_BYTES or not request_line_may_match(
-                    buffer, INFERENCE_ROUTES
-                ):
+                if not request_line_may_match(buffer, INFERENCE_ROUTES):
                     self._hand_over()
+                elif len(buffer) > MAX_HEAD_BYTES:
+                    self._refuse_head()
                 return
             head = read_head(buffer, end, INFERENCE_ROUTES)
             if head is None or head.content_length > self._native_body_bytes:
@@ -215,6 +215,23 @@ class FrontProtocol(asyncio.Protocol):
             return  # the body is still arriving
         body, self._buffer, self._head = buffer[head.size : stop], buffer[stop:], None
         self._exchange = self._loop.create_task(self._answer(head, body))
+
+    def _refuse_head(self) -> None:
+        """An inference request whose head does not end within :data:`MAX_HEAD_BYTES`: a 431
+        and the connection closed (uvicorn's parser would wait for it without a bound)."""
+        transport = self._transport
+        assert transport is not None
+        error = OpenAIError(
+            f"The request's header section is larger than {MAX_HEAD_BYTES} bytes.",
+            status_code=431,
+            code="request_header_fields_too_large",
+        )
+        response = error_response(error)
+        extra = [*self._server_state.default_headers, (_REQUEST_ID, new_request_id().encode())]
+        head = response_head(431, response.raw_headers, extra, chunked=False, close=True)
+        transport.write(head + response.body)
+        self._buffer, self._closing = b"", True
+        transport.close()
 
     def _hand_over(self) -> None:
         """From now on uvicorn's protocol serves this connection, from the bytes received."""

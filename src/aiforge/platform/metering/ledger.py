@@ -174,6 +174,8 @@ class UsageLedger:
         return await asyncio.to_thread(query)
 
     def _run(self) -> None:
+        if self._worker is not None:
+            self._worker.warm_up()
         while not self._stop.wait(self._flush_interval_s):
             adopt = time.monotonic() - self._last_adopt >= self._adopt_interval_s
             try:

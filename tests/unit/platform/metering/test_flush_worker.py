@@ -3,6 +3,7 @@ a worker that dies or cannot start, and its lifetime bound to the gateway's."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -76,6 +77,14 @@ def exited(pid: int, timeout_s: float = 10.0) -> bool:
             return True
         time.sleep(0.02)
     return False
+
+
+def started(worker: FlushWorker, timeout_s: float = 30.0) -> int | None:
+    """The worker's pid once it runs (None if it did not start within ``timeout_s``)."""
+    deadline = time.monotonic() + timeout_s
+    while worker.pid is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return worker.pid
 
 
 def worker_script(body: str) -> list[str]:
@@ -338,3 +347,19 @@ def test_the_flush_worker_can_be_turned_off(
         pytest.skip("aiforge.config.Settings does not declare usage_flush_process yet")
     monkeypatch.setenv("AIFORGE_USAGE_FLUSH_PROCESS", "0")
     assert UsageLedger.from_settings(Settings(data_dir=tmp_path), engine)._worker is None
+
+
+async def test_the_worker_starts_with_the_ledger_not_in_its_first_flush(
+    engine: Engine, url: str, tmp_path: Path
+) -> None:
+    """Its start (imports: ~0.6 s of CPU) belongs to the gateway's start, not to a flush
+    under load."""
+    worker = FlushWorker(url)
+    ledger = UsageLedger(engine, tmp_path / "journal", flush_interval_s=3600.0, flush_worker=worker)
+    await ledger.start()
+    try:
+        pid = await asyncio.to_thread(started, worker)
+        assert pid is not None
+    finally:
+        await ledger.stop()
+    assert exited(pid)

@@ -16,7 +16,8 @@ worker answers ``{"ready": true}`` or ``{"error": ...}``. Then each
 one locked (so no other gateway adopts it) until the worker answered that its batch
 committed.
 
-Lifetime: started on the first flush that has work, kept for the ledger's life. It exits
+Lifetime: started when the ledger's flusher thread starts (:meth:`FlushWorker.warm_up`; or
+by the first flush, if that one failed), kept for the ledger's life. It exits
 when its stdin closes: when :meth:`FlushWorker.stop` closes it, or when the gateway dies,
 even by ``SIGKILL`` (the kernel closes the pipe), so it outlives the gateway by at most
 the batch it is writing, which is idempotent like every replay.

@@ -197,20 +197,22 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
 
 @contextlib.asynccontextmanager
 async def running_app(
-    app: Any, host: str = "127.0.0.1", http: Any = "auto", **config: Any
+    app: Any, host: str = "127.0.0.1", http: Any = "auto", **options: Any
 ) -> AsyncIterator[str]:
     """Serve an ASGI app with uvicorn inside the current event loop on a free port.
 
     Yields its base URL; stops it on exit. For tests that need real sockets (streaming,
     client disconnects) without a subprocess. ``http``: uvicorn's HTTP protocol (the
-    gateway's front: :func:`aiforge.gateway.front.protocol.front_protocol`); ``config``: more
+    gateway's front: :func:`aiforge.gateway.front.protocol.front_protocol`); ``options``: more
     ``uvicorn.Config`` settings.
     """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", ws="none", lifespan="on", http=http, **config)
+    config = uvicorn.Config(
+        app, log_level="warning", ws="none", lifespan="on", http=http, **options
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:

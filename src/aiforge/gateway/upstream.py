@@ -23,8 +23,8 @@ replica is slowed down instead of the gateway's memory growing.
 Costs, since a stream pays them per event: a connection is an :class:`asyncio.Protocol`
 (:class:`_ReplicaConnection`) that parses what arrives as it arrives and wakes the one
 reader only when it waits for more — no ``StreamReader``, whose buffering runs per read in
-Python, and no chunk decoding in Python (:class:`ChunkedDecoder` costs several times what
-the C parser does per chunk, a fifth of the client's time on a stream); and the read
+Python, and no chunk decoding in Python (a decoder in Python cost several times what the C
+parser does per chunk, a fifth of the client's time on a stream); and the read
 timeout is one timer per connection (:class:`_ReadDeadline`), armed by the first wait after
 it last fired, not a timer made and cancelled around every read.
 """
@@ -39,7 +39,6 @@ from typing import cast
 
 import httptools
 
-_LINE_END = b"\r\n"
 _STREAM_LIMIT = 1 << 20
 """Longest header block or chunk-size line accepted from a replica, and the most bytes one
 connection buffers for a slow reader before it stops reading its socket."""
@@ -56,65 +55,6 @@ class UpstreamConnectError(UpstreamError):
 
 class UpstreamTimeout(UpstreamError):
     """The replica took longer than the read timeout to send the next bytes."""
-
-
-class ChunkedDecoder:
-    """Chunked transfer coding (RFC 9112 §7.1), decoded from bytes as they arrive. Pure.
-    :class:`UpstreamPool` leaves this to its C parser; this is the plain statement of what
-    that parser must yield (the tests hold it to it), for any caller decoding by itself.
-
-    :meth:`feed` returns the data of every chunk the new bytes completed, in order;
-    :attr:`done` is set once the last chunk and the trailer section have arrived, and
-    :attr:`extra` holds any bytes after them (a replica that sent more than its answer).
-    Malformed framing raises :class:`ValueError`.
-    """
-
-    __slots__ = ("_buffer", "_need", "done", "extra")
-
-    def __init__(self) -> None:
-        self._buffer = b""
-        self._need = -1
-        """Bytes of the current chunk's data and its CRLF still to come; -1: a size line is
-        next; 0: the trailer section is being read."""
-        self.done = False
-        self.extra = b""
-
-    def feed(self, data: bytes) -> list[bytes]:
-        buffer = self._buffer + data if self._buffer else data
-        chunks: list[bytes] = []
-        at, end = 0, len(buffer)
-        while not self.done:
-            if self._need > 0:
-                stop = at + self._need
-                if stop > end:
-                    break
-                if buffer[stop - 2 : stop] != _LINE_END:
-                    raise ValueError("a chunk does not end with CRLF")
-                chunks.append(buffer[at : stop - 2])
-                at, self._need = stop, -1
-                continue
-            line_end = buffer.find(_LINE_END, at)
-            if line_end < 0:
-                if end - at > _STREAM_LIMIT:
-                    raise ValueError("a chunk-size or trailer line is too long")
-                break
-            line = buffer[at:line_end]
-            at = line_end + 2
-            if self._need == 0:  # trailer fields until the empty line
-                self.done = not line
-            else:
-                try:
-                    size = int(line.split(b";", 1)[0], 16)
-                except ValueError:
-                    size = -1
-                if size < 0:
-                    raise ValueError(f"a malformed chunk-size line: {line[:40]!r}")
-                self._need = size + 2 if size else 0
-        if self.done:
-            self.extra, self._buffer = buffer[at:], b""
-        else:
-            self._buffer = buffer[at:]
-        return chunks
 
 
 class _ReadDeadline:

@@ -1,6 +1,6 @@
-"""The request path's cheaper parts behave as the plain ones did: chunked bodies decoded from
-whatever a read brought, one read timer per exchange, the usage member found from its key,
-and the server's inference fast path in front of the app."""
+"""The request path's cheaper parts behave as the plain ones did: chunks read as they arrive,
+one read timer per exchange, the usage member found from its key, and the server's inference
+fast path in front of the app."""
 
 from __future__ import annotations
 
@@ -18,31 +18,8 @@ from starlette.datastructures import Headers
 from aiforge.gateway.metering import _USAGE_MEMBER, without_usage_member
 from aiforge.gateway.request import pick_headers
 from aiforge.gateway.request_id import HEADER, InferenceFastPath
-from aiforge.gateway.upstream import ChunkedDecoder, UpstreamPool, UpstreamTimeout
+from aiforge.gateway.upstream import UpstreamPool, UpstreamTimeout
 from aiforge.testing.server import running_app
-
-CHUNKED = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nx-trailer: 1\r\n\r\n"
-
-
-def test_chunked_body_decodes_the_same_however_it_is_split() -> None:
-    for cut in range(len(CHUNKED) + 1):
-        for second in range(cut, len(CHUNKED) + 1):
-            decoder = ChunkedDecoder()
-            parts = [decoder.feed(piece) for piece in
-                     (CHUNKED[:cut], CHUNKED[cut:second], CHUNKED[second:])]  # fmt: skip
-            assert [chunk for part in parts for chunk in part] == [b"hello", b" world"]
-            assert decoder.done
-            assert decoder.extra == b""
-
-
-def test_chunked_decoder_keeps_what_follows_the_answer_and_refuses_bad_framing() -> None:
-    decoder = ChunkedDecoder()
-    assert decoder.feed(b"2\r\nok\r\n0\r\n\r\nHTTP/1.1") == [b"ok"]
-    assert decoder.done
-    assert decoder.extra == b"HTTP/1.1"
-    for bad in (b"zz\r\nok\r\n", b"2\r\nokXY", b"-2\r\nok\r\n"):
-        with pytest.raises(ValueError, match="chunk"):
-            ChunkedDecoder().feed(bad)
 
 
 @contextlib.asynccontextmanager

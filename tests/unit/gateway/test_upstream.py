@@ -10,7 +10,6 @@ import pytest
 
 from aiforge.gateway.upstream import _STREAM_LIMIT as UPSTREAM_BUFFER
 from aiforge.gateway.upstream import (
-    ChunkedDecoder,
     UpstreamConnectError,
     UpstreamError,
     UpstreamPool,
@@ -187,7 +186,7 @@ CHUNKED_ANSWER = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
 @pytest.mark.parametrize("answer", [CHUNKED_ANSWER, sized(b'{"byte":"by byte"}')])
 async def test_an_answer_sent_a_byte_at_a_time_reads_as_one_sent_at_once(answer: bytes) -> None:
     head, _, body = answer.partition(b"\r\n\r\n")
-    expected = ChunkedDecoder().feed(body) if b"chunked" in head else [body]
+    expected = [b"hello", b" world"] if b"chunked" in head else [body]
     connections = 0
 
     async def one_byte_at_a_time(
@@ -384,4 +383,20 @@ async def test_the_read_timeout_counts_only_waits_not_time_in_the_pool() -> None
         assert await (await upstream.post(url, "/", b"", {})).aread() == b"ok"
         await asyncio.sleep(0.6)  # idle past the timeout, the timer firing meanwhile
         assert await (await upstream.post(url, "/", b"", {})).aread() == b"ok"
+        await upstream.aclose()
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [b"zz\r\nok\r\n0\r\n\r\n", b"2\r\nokXY0\r\n\r\n", b"-2\r\nok\r\n0\r\n\r\n"],
+    ids=["size-not-hex", "chunk-without-crlf", "negative-size"],
+)
+async def test_a_chunked_body_with_bad_framing_is_an_upstream_error(framing: bytes) -> None:
+    answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + framing
+    async with raw_server(lambda _: answer) as stats:
+        upstream = pool()
+        response = await upstream.post(f"http://127.0.0.1:{stats['port']}", "/", b"", {})
+        with pytest.raises(UpstreamError):
+            await response.aread()
+        assert not response.complete
         await upstream.aclose()

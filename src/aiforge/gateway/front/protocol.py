@@ -227,7 +227,7 @@ class FrontProtocol(asyncio.Protocol):
             code="request_header_fields_too_large",
         )
         response = error_response(error)
-        extra = [*self._server_state.default_headers, (_REQUEST_ID, new_request_id().encode())]
+        extra = self._server_headers(new_request_id())
         head = response_head(431, response.raw_headers, extra, chunked=False, close=True)
         transport.write(head + response.body)
         self._buffer, self._closing = b"", True
@@ -280,7 +280,7 @@ class FrontProtocol(asyncio.Protocol):
     async def _send(self, response: Response, request_id: str, close: bool) -> None:
         transport = self._transport
         assert transport is not None
-        extra = [*self._server_state.default_headers, (_REQUEST_ID, request_id.encode())]
+        extra = self._server_headers(request_id)
         if not isinstance(response, StreamingResponse):
             try:
                 if not self._lost:
@@ -313,6 +313,10 @@ class FrontProtocol(asyncio.Protocol):
             close_stream = getattr(response, "aclose", None)
             if close_stream is not None:
                 await close_stream()
+
+    def _server_headers(self, request_id: str) -> list[tuple[bytes, bytes]]:
+        """What the server adds to every answer: uvicorn's (date, server) and the request id."""
+        return [*self._server_state.default_headers, (_REQUEST_ID, request_id.encode())]
 
     def _done(self, close: bool) -> None:
         """The answer is written: close, or wait for (or start on) the next request."""
